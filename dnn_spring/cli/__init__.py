@@ -1,0 +1,56 @@
+"""The ``dnn-spring`` command line: one sub-command module per concern.
+
+Each module in this package exposes ``add_parser(subparsers)``, which adds its
+sub-commands and sets ``func`` on them.  ``main`` turns every expected error
+(bad values, missing files) into one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["main", "build_parser"]
+
+_COMMAND_MODULES = ("train", "sweep", "spring")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the full argument parser with every sub-command registered."""
+    import importlib
+
+    from dnn_spring import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="dnn-spring",
+        description="Load curves, phase diagrams and spring-block chains "
+        "(spring-block theory of feature learning in deep nets).",
+    )
+    parser.add_argument("--version", action="version", version=f"dnn-spring {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        importlib.import_module(f"dnn_spring.cli.{name}").add_parser(subparsers)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Entry point of ``dnn-spring``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        status = args.func(args)
+    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, KeyError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"dnn-spring {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dnn-spring {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(status or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

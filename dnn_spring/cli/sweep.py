@@ -1,0 +1,5 @@
+"""Placeholder for the `sweep` sub-commands; replaced by its owner."""
+
+
+def add_parser(subparsers) -> None:
+    pass

@@ -147,6 +147,8 @@ class TrainConfig:
         _raise(e)
 
 
+_NOT_HASHED = frozenset({"data_root"})
+
 _PARTS = (("model", ModelConfig), ("data", DataConfig), ("train", TrainConfig))
 
 
@@ -187,8 +189,12 @@ class RunConfig:
         return RunConfig.from_flat(flat)
 
     def key(self) -> str:
-        """A stable 16-hex-digit hash of the flat config (the record's file name)."""
-        text = json.dumps(self.flat(), sort_keys=True, separators=(",", ":"))
+        """A stable 16-hex-digit hash of the flat config (the record's file name).
+
+        ``data_root`` is left out: where the files sit does not change a run.
+        """
+        flat = {k: v for k, v in self.flat().items() if k not in _NOT_HASHED}
+        text = json.dumps(flat, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -1,1 +1,28 @@
-__version__ = '0.1.0'
+"""dnn_spring: the spring–block theory of feature learning, made usable.
+
+Measure how each layer of a network separates classes (the load curve), sweep
+noise against nonlinearity to draw phase diagrams, and simulate the
+spring–block chains that explain them.
+"""
+
+__version__ = "0.1.0"
+
+from dnn_spring.capture import list_layers, load_curve
+from dnn_spring.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from dnn_spring.metrics import FuzzinessAccumulator, separation_fuzziness, separation_stats
+from dnn_spring.shape import LoadShape, load_shape
+
+__all__ = [
+    "__version__",
+    "separation_fuzziness",
+    "separation_stats",
+    "FuzzinessAccumulator",
+    "list_layers",
+    "load_curve",
+    "load_shape",
+    "LoadShape",
+    "ModelConfig",
+    "DataConfig",
+    "TrainConfig",
+    "RunConfig",
+]

@@ -1,0 +1,380 @@
+"""Separation fuzziness and its companions (SPEC §2), in float64, streamable.
+
+With ``n_c`` samples in class ``c``, class means ``μ_c`` and global mean ``μ``::
+
+    SS_B = (1/N) Σ_c n_c (μ_c − μ)(μ_c − μ)^T
+    SS_W = (1/N) Σ_i (x_i − μ_{y_i})(x_i − μ_{y_i})^T
+    D    = Tr(SS_W · SS_B^+)
+
+``SS_B = A^T A`` with ``A = W^{1/2} M`` (``W = diag(n_c/N)``, ``M`` the C×p matrix
+of centred class means), so with the thin SVD ``A = U S V^T`` of rank ``r``::
+
+    D = (1/N) Σ_i ‖S_r^{-1} V_r^T (x_i − μ_{y_i})‖²
+
+which costs O(N·p·C) time and O(p·C) memory.  The rank is cut explicitly:
+singular values below ``rtol · s_max`` are dropped (``rtol=1e-6`` keeps the
+directions whose SS_B eigenvalue exceeds 1e-12 of the largest).
+Statistics are gathered in two passes, so features may arrive in batches.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+__all__ = ["FuzzinessAccumulator", "separation_fuzziness", "separation_stats"]
+
+DEFAULT_RTOL = 1e-6
+DEFAULT_MAX_INVERSE_WIDTH = 2048
+
+
+def _as_features(x) -> torch.Tensor:
+    """Return ``x`` as a float64 tensor of shape (n, p), flattening trailing axes."""
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    elif not isinstance(x, torch.Tensor):
+        raise TypeError(f"`features` must be a torch.Tensor or numpy array, got {type(x).__name__}")
+    if x.ndim == 0:
+        raise ValueError("`features` must have shape (n_samples, ...), got a scalar")
+    x = x.detach()
+    x = x.reshape(x.shape[0], -1)
+    # ``to`` copies unless already float64; clone then so callers' buffers stay untouched.
+    return x.clone() if x.dtype == torch.float64 else x.to(torch.float64)
+
+
+def _as_labels(y, n: int, device) -> torch.Tensor:
+    """Return ``y`` as an int64 tensor of shape (n,) on ``device``."""
+    if isinstance(y, np.ndarray):
+        y = torch.from_numpy(y)
+    elif not isinstance(y, torch.Tensor):
+        y = torch.as_tensor(y)
+    y = y.detach().reshape(-1)
+    if y.is_floating_point():
+        if not bool(torch.all(y == torch.round(y))):
+            raise ValueError("`labels` must be integers, got non-integer floats")
+    elif y.dtype == torch.bool or y.is_complex():
+        raise ValueError(f"`labels` must be integers, got dtype {y.dtype}")
+    if y.numel() != n:
+        raise ValueError(f"`features` and `labels` must have the same length, got {n} and {y.numel()}")
+    y = y.to(device=device, dtype=torch.int64)
+    if y.numel() and int(y.min()) < 0:
+        raise ValueError(f"`labels` must be non-negative class indices, got {int(y.min())}")
+    return y
+
+
+class FuzzinessAccumulator:
+    """Two-pass streaming accumulator of the separation statistics.
+
+    Pass 1 (:meth:`update_means`) gathers class counts and sums; pass 2
+    (:meth:`update_within`) gathers the within-class terms.  Between them
+    :meth:`finish_means` fixes the class means and the projection
+    ``V_r S_r^{-1}``.  Memory is O(p·C), plus O(p²) when ``inverse`` is on.
+
+    Parameters
+    ----------
+    n_classes : int, optional
+        Number of classes; every class in ``0..n_classes-1`` must then have
+        samples.  By default the classes are the labels seen.
+    rtol : float, default=1e-6
+        Relative cut-off on the singular values of ``W^{1/2} M``.
+    inverse : bool, default=True
+        Also accumulate ``SS_W`` (p×p) for the inverse fuzziness
+        ``Tr(SS_B · SS_W^+)``; skipped (NaN) when ``p > max_inverse_width``.
+    max_inverse_width : int, default=2048
+        Widest layer for which ``SS_W`` is formed.
+    name : str, optional
+        Used in error messages (a layer name).
+    """
+
+    def __init__(self, *, n_classes=None, rtol=DEFAULT_RTOL, inverse=True,
+                 max_inverse_width=DEFAULT_MAX_INVERSE_WIDTH, name=None):
+        if n_classes is not None and (int(n_classes) != n_classes or n_classes < 2):
+            raise ValueError(f"`n_classes` must be an integer >= 2, got {n_classes!r}")
+        if not 0 < rtol < 1:
+            raise ValueError(f"`rtol` must be in (0, 1), got {rtol!r}")
+        self.n_classes = None if n_classes is None else int(n_classes)
+        self.rtol = float(rtol)
+        self.inverse = bool(inverse)
+        self.max_inverse_width = int(max_inverse_width)
+        self.name = name
+        self._counts = None
+        self._sums = None
+        self._means = None
+
+    # -- pass 1 ---------------------------------------------------------
+    def _where(self) -> str:
+        return f" (layer {self.name!r})" if self.name else ""
+
+    def update_means(self, features, labels) -> None:
+        """Add a batch to the class counts and sums (pass 1)."""
+        x = _as_features(features)
+        y = _as_labels(labels, x.shape[0], x.device)
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"`features` contain NaN or inf values{self._where()}")
+        if self._sums is None:
+            self._p = x.shape[1]
+            self._sums = x.new_zeros((0, self._p))
+            self._counts = x.new_zeros(0)
+        elif x.shape[1] != self._p:
+            raise ValueError(f"feature width changed between batches{self._where()}: {self._p} then {x.shape[1]}")
+        if y.numel() == 0:
+            return
+        c_needed = int(y.max()) + 1
+        if self.n_classes is not None and c_needed > self.n_classes:
+            raise ValueError(f"`labels` must be < n_classes={self.n_classes}, got {c_needed - 1}")
+        if c_needed > self._sums.shape[0]:
+            grow = c_needed - self._sums.shape[0]
+            self._sums = torch.cat([self._sums, x.new_zeros((grow, self._p))])
+            self._counts = torch.cat([self._counts, x.new_zeros(grow)])
+        self._sums.index_add_(0, y, x)
+        self._counts.index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
+
+    def finish_means(self) -> None:
+        """Fix the class means and the projection onto the span of SS_B."""
+        if self._sums is None or float(self._counts.sum()) == 0:
+            raise ValueError(f"no samples were given{self._where()}")
+        counts, sums = self._counts, self._sums
+        if self.n_classes is not None:
+            missing = (counts[: self.n_classes] == 0).nonzero().flatten().tolist()
+            missing += list(range(counts.numel(), self.n_classes))
+            if missing:
+                raise ValueError(f"class {missing[0]} has no samples (empty classes: {missing}); "
+                                 f"every class in 0..{self.n_classes - 1} needs at least one")
+        present = counts > 0
+        n_present = int(present.sum())
+        if n_present < 2:
+            raise ValueError(f"`labels` must contain at least two classes, got {n_present}")
+        self.n_samples = float(counts.sum())
+        means = torch.zeros_like(sums)
+        means[present] = sums[present] / counts[present, None]
+        weights = counts / self.n_samples
+        mu = (weights[:, None] * means).sum(0)
+        a = weights.sqrt()[:, None] * (means - mu)  # W^{1/2} M, zero rows for absent classes
+        _, s, vh = torch.linalg.svd(a[present], full_matrices=False)
+        rank = int((s > self.rtol * s[0]).sum()) if float(s[0]) > 0 else 0
+        self.rank = rank
+        self.tr_b = float((s**2).sum())
+        self._a = a[present]
+        self._means = means
+        self._proj = vh[:rank].T / s[:rank]  # V_r S_r^{-1}, shape (p, r)
+        self._d_sum = 0.0
+        self._w_sum = 0.0
+        self._n_within = 0
+        use_inverse = self.inverse and self._p <= self.max_inverse_width
+        self._sw = sums.new_zeros((self._p, self._p)) if use_inverse else None
+
+    # -- pass 2 ---------------------------------------------------------
+    def update_within(self, features, labels) -> None:
+        """Add a batch to the within-class sums (pass 2)."""
+        if self._means is None:
+            raise RuntimeError("call finish_means() after the first pass")
+        x = _as_features(features)
+        y = _as_labels(labels, x.shape[0], x.device)
+        if x.shape[1] != self._p:
+            raise ValueError(f"feature width changed between passes{self._where()}: {self._p} then {x.shape[1]}")
+        if y.numel() and int(y.max()) >= self._means.shape[0]:
+            raise ValueError(f"label {int(y.max())} was not seen in the first pass{self._where()}")
+        z = x - self._means[y]
+        self._d_sum += float(((z @ self._proj) ** 2).sum())
+        self._w_sum += float((z**2).sum())
+        self._n_within += z.shape[0]
+        if self._sw is not None:
+            self._sw.addmm_(z.T, z)
+
+    def result(self) -> dict:
+        """Return ``d``, ``log_d``, ``log_inv_d``, ``log_trace_ratio`` and sizes."""
+        if self._means is None:
+            raise RuntimeError("call finish_means() and update_within() first")
+        if self._n_within != round(self.n_samples):
+            raise ValueError(f"the second pass saw {self._n_within} samples, the first "
+                             f"{round(self.n_samples)}{self._where()}; the data must not change between passes")
+        n = self.n_samples
+        tr_w = self._w_sum / n
+        if self.rank == 0:
+            # Class means coincide: no separation at all.  0/0 when also constant.
+            d = math.inf if tr_w > 0 else math.nan
+            warnings.warn(f"class means coincide{self._where()}: D is {d}", RuntimeWarning, stacklevel=3)
+        else:
+            d = self._d_sum / n
+        out = {
+            "d": d,
+            "log_d": _log(d),
+            "log_inv_d": self._log_inverse(n),
+            "log_trace_ratio": _log(tr_w) - _log(self.tr_b) if self.tr_b > 0 else math.inf,
+            "rank": self.rank,
+            "width": self._p,
+            "n_samples": int(round(n)),
+            "n_classes": int(self._a.shape[0]),
+        }
+        return out
+
+    def _log_inverse(self, n: float) -> float:
+        if self._sw is None:
+            return math.nan
+        ss_w = self._sw / n
+        evals, evecs = torch.linalg.eigh(ss_w)
+        top = float(evals[-1])
+        if top <= 0:
+            return math.inf
+        keep = evals > self.rtol**2 * top
+        # Tr(SS_B SS_W^+) = Tr(A SS_W^+ A^T)
+        proj = self._a @ evecs[:, keep]
+        return _log(float(((proj**2) / evals[keep]).sum()))
+
+
+def _log(x: float) -> float:
+    if x == 0:
+        return -math.inf
+    return math.log(x) if math.isfinite(x) else x
+
+
+# -- input handling -----------------------------------------------------------
+
+def _batches(features, labels) -> Callable[[], Iterable]:
+    """Return a callable that yields (x, y) batches afresh on every call."""
+    if isinstance(features, (torch.Tensor, np.ndarray)):
+        if labels is None:
+            raise ValueError("`labels` is required when `features` is an array; "
+                             "pass labels= or an iterable of (features, labels) batches")
+        return lambda: [(features, labels)]
+    if labels is not None:
+        raise ValueError("`labels` must be None when `features` is an iterable of (features, labels) batches")
+    if callable(features):
+        return features
+    if iter(features) is features:
+        raise TypeError("streaming input is read twice: pass a re-iterable (a list or a DataLoader) "
+                        "or a callable returning a fresh iterator, not a one-shot iterator")
+    return lambda: features
+
+
+def _pairs(batches):
+    for item in batches:
+        if not isinstance(item, (tuple, list)) or len(item) < 2:
+            raise ValueError("each batch must be a pair (features, labels); got data with no labels")
+        yield item[0], item[1]
+
+
+def _linear_probe(x: torch.Tensor, y: torch.Tensor, n_classes: int) -> float:
+    """Relative residual ‖Y_c − X_c β‖² / ‖Y_c‖² of one-hot labels on the features."""
+    x = x - x.mean(0)
+    onehot = torch.nn.functional.one_hot(y, n_classes).to(torch.float64)
+    onehot = onehot - onehot.mean(0)
+    beta = torch.linalg.lstsq(x, onehot, rcond=None, driver="gelsd").solution
+    resid = onehot - x @ beta
+    return float((resid**2).sum() / (onehot**2).sum())
+
+
+def _logistic_probe(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Training log-loss of an L2 logistic regression on standardised features."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+    from sklearn.preprocessing import StandardScaler
+
+    xs = StandardScaler().fit_transform(x.cpu().numpy())
+    labels = y.cpu().numpy()
+    clf = LogisticRegression(max_iter=500)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(xs, labels)
+    return float(log_loss(labels, clf.predict_proba(xs), labels=clf.classes_))
+
+
+def probe_stats(features, labels) -> dict:
+    """The linear- and logistic-regression probes of SPEC §2 on in-memory features.
+
+    Parameters
+    ----------
+    features : array-like of shape (n_samples, ...)
+    labels : array-like of shape (n_samples,)
+
+    Returns
+    -------
+    dict
+        ``lin_residual`` (relative least-squares residual of centred one-hot
+        labels, 0 = perfectly linearly decodable, 1 = nothing decodable) and
+        ``logistic_loss`` (training log-loss of a logistic regression).
+    """
+    x = _as_features(features)
+    y = _as_labels(labels, x.shape[0], x.device)
+    _, y = torch.unique(y, return_inverse=True)
+    return {
+        "lin_residual": _linear_probe(x, y, int(y.max()) + 1),
+        "logistic_loss": _logistic_probe(x, y),
+    }
+
+
+def separation_stats(features, labels=None, *, n_classes=None, rtol=DEFAULT_RTOL,
+                     inverse=True, probes=False,
+                     max_inverse_width=DEFAULT_MAX_INVERSE_WIDTH) -> dict:
+    """Separation fuzziness and its companion measures for one layer.
+
+    Parameters
+    ----------
+    features : tensor or ndarray of shape (n_samples, ...), or iterable of batches
+        Layer features (trailing axes are flattened), or a re-iterable of
+        ``(features, labels)`` batches (a list, a DataLoader, or a callable
+        returning a fresh iterator), read twice.
+    labels : array-like of int of shape (n_samples,), optional
+        Class indices; required with array features, None with batches.
+    n_classes, rtol, inverse, max_inverse_width
+        See :class:`FuzzinessAccumulator`.
+    probes : bool, default=False
+        Also fit the linear- and logistic-regression probes (in memory only).
+
+    Returns
+    -------
+    dict
+        ``d`` (D of SPEC §2), ``log_d``, ``log_inv_d`` (log Tr(SS_B SS_W^+)),
+        ``log_trace_ratio`` (log Tr SS_W − log Tr SS_B), ``rank``, ``width``,
+        ``n_samples``, ``n_classes``; with ``probes`` also ``lin_residual``
+        and ``logistic_loss``.
+    """
+    get_batches = _batches(features, labels)
+    acc = FuzzinessAccumulator(n_classes=n_classes, rtol=rtol, inverse=inverse,
+                               max_inverse_width=max_inverse_width)
+    for x, y in _pairs(get_batches()):
+        acc.update_means(x, y)
+    acc.finish_means()
+    for x, y in _pairs(get_batches()):
+        acc.update_within(x, y)
+    out = acc.result()
+    if probes:
+        if labels is None:
+            raise ValueError("`probes=True` needs in-memory features, not batches")
+        out.update(probe_stats(features, labels))
+    return out
+
+
+def separation_fuzziness(features, labels=None, *, n_classes=None, rtol=DEFAULT_RTOL) -> float:
+    """Separation fuzziness ``D = Tr(SS_W · SS_B^+)`` of one layer (SPEC §2).
+
+    Parameters
+    ----------
+    features : tensor or ndarray of shape (n_samples, ...), or iterable of batches
+        See :func:`separation_stats`.
+    labels : array-like of int of shape (n_samples,), optional
+        Class indices in ``0..C-1`` (any non-negative integers work).
+    n_classes : int, optional
+        Require exactly these classes to be present.
+    rtol : float, default=1e-6
+        Relative singular-value cut-off for the rank of SS_B.
+
+    Returns
+    -------
+    float
+        D ≥ 0 in float64; smaller means better separated.  ``log D`` is the
+        load-curve value.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dnn_spring import separation_fuzziness
+    >>> x, y = torch.randn(300, 20), torch.arange(300) % 3
+    >>> round(separation_fuzziness(x + 5 * torch.eye(3)[y].repeat(1, 7)[:, :20], y), 3) < 1
+    True
+    """
+    return separation_stats(features, labels, n_classes=n_classes, rtol=rtol, inverse=False)["d"]

@@ -41,9 +41,8 @@ def _as_features(x) -> torch.Tensor:
     if x.ndim == 0:
         raise ValueError("`features` must have shape (n_samples, ...), got a scalar")
     x = x.detach()
-    x = x.reshape(x.shape[0], -1)
-    # ``to`` copies unless already float64; clone then so callers' buffers stay untouched.
-    return x.clone() if x.dtype == torch.float64 else x.to(torch.float64)
+    # Never modified in place below, so float64 input is used without a copy.
+    return x.reshape(x.shape[0], -1).to(torch.float64)
 
 
 def _as_labels(y, n: int, device) -> torch.Tensor:
@@ -113,7 +112,8 @@ class FuzzinessAccumulator:
         """Add a batch to the class counts and sums (pass 1)."""
         x = _as_features(features)
         y = _as_labels(labels, x.shape[0], x.device)
-        if not bool(torch.isfinite(x).all()):
+        # One reduction instead of an elementwise mask: NaN or inf anywhere makes the sum non-finite.
+        if not bool(torch.isfinite(x.sum())):
             raise ValueError(f"`features` contain NaN or inf values{self._where()}")
         if self._sums is None:
             self._p = x.shape[1]
@@ -333,6 +333,8 @@ def separation_stats(features, labels=None, *, n_classes=None, rtol=DEFAULT_RTOL
         ``n_samples``, ``n_classes``; with ``probes`` also ``lin_residual``
         and ``logistic_loss``.
     """
+    if isinstance(features, (torch.Tensor, np.ndarray)):
+        features = _as_features(features)  # convert once, not once per pass
     get_batches = _batches(features, labels)
     acc = FuzzinessAccumulator(n_classes=n_classes, rtol=rtol, inverse=inverse,
                                max_inverse_width=max_inverse_width)

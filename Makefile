@@ -1,0 +1,27 @@
+# The README's two commands: `make demo` (main job) and `make test` (tests).
+# Both create .venv and install the package with what it needs on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test bench
+
+$(BIN)/dnn-spring: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e ".[test]"
+	touch $@
+
+install: $(BIN)/dnn-spring
+
+# Quick noise x slope phase diagram on the embedded digits -> figs/pd_ns_nl.png
+demo: install
+	PATH="$(abspath $(BIN)):$$PATH" PRESET=quick bash bash/test_pd_ns_nl.sh
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python benchmarks/bench_metrics.py
+	$(BIN)/python benchmarks/bench_sweep.py
+	$(BIN)/python benchmarks/bench_spring.py

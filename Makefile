@@ -8,7 +8,6 @@ BIN := $(VENV)/bin
 
 $(BIN)/dnn-spring: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -e ".[test]"
 	touch $@
 

@@ -1,5 +1,203 @@
-"""Placeholder for the `sweep` sub-commands; replaced by its owner."""
+"""The ``sweep``, ``collect`` and ``plot`` sub-commands (phase diagrams, SPEC §6).
+
+    dnn-spring sweep ns_nl --preset quick            # train, resumable
+    dnn-spring collect results/ns_nl_quick           # -> results/ns_nl_quick.parquet
+    dnn-spring plot phase-diagram results/ns_nl_quick --out figs/pd_ns_nl_quick.png
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["add_parser"]
+
+
+def _add_sweep(subparsers) -> None:
+    from dnn_spring.grids import PRESETS, SWEEPS
+    from dnn_spring.sweep import EXECUTORS
+
+    p = subparsers.add_parser(
+        "sweep", help="run a phase-diagram sweep (resumable)",
+        description="Train every config of a sweep grid that has no finished record in the "
+        "results folder; one JSON record per run. Rerun to resume after a kill.")
+    p.add_argument("sweep", choices=sorted(SWEEPS), help="which sweep (SPEC §6)")
+    p.add_argument("--preset", choices=PRESETS, default="paper",
+                   help="paper: the paper's grid, seeds and epochs; quick: coarse grid on digits")
+    p.add_argument("--dataset", help="override the data set of every run")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--out", help="results folder (default results/<sweep>, "
+                   "results/<sweep>_quick for the quick preset)")
+    p.add_argument("--workers", type=int, help="local worker processes "
+                   "(default: the number of CPUs on cpu, 1 on a GPU)")
+    p.add_argument("--seeds", type=int, help="number of seeds (default: the preset's)")
+    p.add_argument("--base-seed", type=int, default=0, help="root of the seed sequence")
+    p.add_argument("--epochs", type=int, help="override the number of epochs")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field; a comma list for the axis or `slope` "
+                   "replaces its values (e.g. --set noise=0,0.4,0.8)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the configs (one JSON line each, with `done`) and exit")
+    p.add_argument("--no-batch", dest="batch", action="store_false",
+                   help="train one run at a time instead of batched groups")
+    p.add_argument("--keep-failed", dest="retry_failed", action="store_false",
+                   help="do not rerun runs recorded as failed")
+    p.add_argument("--executor", choices=EXECUTORS, default="local")
+    p.add_argument("--partition", help="Slurm partition")
+    p.add_argument("--time", type=int, default=240, help="Slurm time limit per job, minutes")
+    p.add_argument("--gpus", type=int, default=0, help="GPUs per Slurm job")
+    p.add_argument("--cpus", type=int, default=2, help="CPUs per Slurm job")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=_run_sweep)
+
+
+def _overrides(args) -> dict:
+    from dnn_spring.grids import parse_value
+
+    out = {}
+    for item in args.set:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"`--set` must be KEY=VALUE, got {item!r}")
+        out[name.strip()] = parse_value(name.strip(), text)
+    if args.dataset:
+        out["dataset"] = args.dataset
+    if args.epochs is not None:
+        out["epochs"] = args.epochs
+    return out
+
+
+def _default_workers(device: str) -> int:
+    return 1 if not str(device).startswith("cpu") else max(1, os.cpu_count() or 1)
+
+
+def _run_sweep(args) -> int:
+    from dnn_spring.grids import default_out_dir, expand_grid
+    from dnn_spring.sweep import SlurmOptions, pending_configs, run_sweep
+
+    configs = expand_grid(args.sweep, args.preset, _overrides(args), n_seeds=args.seeds,
+                          base_seed=args.base_seed)
+    out = Path(args.out or default_out_dir(args.sweep, args.preset))
+    if args.dry_run:
+        todo = {c.key() for c in pending_configs(configs, out, retry_failed=args.retry_failed)}
+        try:
+            for config in configs:
+                print(json.dumps({"key": config.key(), "done": config.key() not in todo,
+                                  **config.flat()}))
+        except BrokenPipeError:  # `| head`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+        print(f"{args.sweep} ({args.preset}): {len(configs)} configs, "
+              f"{len(configs) - len(todo)} finished, {len(todo)} to run; records in {out}",
+              file=sys.stderr)
+        return 0
+    workers = args.workers or _default_workers(args.device)
+    slurm = SlurmOptions(partition=args.partition, time_min=args.time, gpus=args.gpus,
+                         cpus=args.cpus)
+    summary = run_sweep(configs, out, executor=args.executor, workers=workers,
+                        device=args.device, batch=args.batch, retry_failed=args.retry_failed,
+                        progress=args.progress, desc=args.sweep, slurm=slurm)
+    print(f"{args.sweep}: {summary['total']} runs, {summary['skipped']} already done; ran "
+          f"{summary['ran']}: {summary['ok']} ok, {summary['diverged']} diverged, "
+          f"{summary['failed']} failed, {summary['lost']} lost; "
+          f"{summary['wall_time']:.1f} s; records in {out}", file=sys.stderr)
+    return 1 if summary["lost"] else 0
+
+
+def _add_collect(subparsers) -> None:
+    p = subparsers.add_parser(
+        "collect", help="gather a results folder into one table",
+        description="One row per run record; corrupt records are reported and skipped.")
+    p.add_argument("results", help="results folder, e.g. results/ns_nl")
+    p.add_argument("--out", help="table file, .parquet (lists kept) or .csv (lists as JSON); "
+                   "default <results>.parquet")
+    p.set_defaults(func=_run_collect)
+
+
+def _run_collect(args) -> int:
+    from dnn_spring.records import collect, save_table
+
+    table = collect(args.results)
+    out = Path(args.out or f"{str(args.results).rstrip('/')}.parquet")
+    save_table(table, out)
+    counts = table["status"].value_counts().to_dict() if len(table) else {}
+    print(f"collected {len(table)} runs {counts} from {args.results} -> {out}", file=sys.stderr)
+    return 0
+
+
+_PLOTS = {
+    "phase-diagram": ("pd", "one phase-diagram panel: load curves on an accuracy background"),
+    "four-panel": ("pd_four_panel", "several panels (the four MLP sweeps) in one figure"),
+    "curvature": ("curv", "heat map of the curvature c (or --value) over the grid"),
+    "trajectories": ("traj", "log D per layer against epoch in every cell"),
+}
+
+
+def _add_plot(subparsers) -> None:
+    p = subparsers.add_parser("plot", help="phase-diagram figures from results",
+                              description="Figures from results folders or collect tables.")
+    kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
+    for kind, (_, text) in _PLOTS.items():
+        k = kinds.add_parser(kind, help=text, description=text)
+        many = kind == "four-panel"
+        k.add_argument("source", nargs="+" if many else None,
+                       help="results folder(s) or collect table(s) (.parquet/.csv)")
+        k.add_argument("--axis", action="append" if many else "store",
+                       choices=("noise", "lr", "dropout", "batch_size"),
+                       help="noise axis (default: the column that varies)")
+        k.add_argument("--out", help="PNG file (default figs/<kind>_<source name>.png)")
+        k.add_argument("--pdf", action="store_true", help="also write a PDF next to the PNG")
+        k.add_argument("--title", help="figure title (default: the source name)")
+        if kind == "phase-diagram":
+            k.add_argument("--show-logits", action="store_true",
+                           help="mark the logits point as an open circle")
+        if kind == "curvature":
+            k.add_argument("--value", default="c", help="column to map (default c)")
+        k.set_defaults(func=_run_plot)
+
+
+def _run_plot(args) -> int:
+    from dnn_spring import plots
+    from dnn_spring.records import load_table
+
+    sources = args.source if isinstance(args.source, list) else [args.source]
+    names = [Path(str(s).rstrip("/")).stem for s in sources]
+    tables = [load_table(s) for s in sources]
+    prefix = _PLOTS[args.kind][0]
+    if args.kind == "four-panel":
+        fig = plots.four_panel(tables, axes=args.axis, titles=names)
+        default = f"figs/{prefix}.png"
+    else:
+        title = args.title or names[0]
+        if args.kind == "phase-diagram":
+            fig = plots.phase_diagram(tables[0], axis=args.axis, title=title,
+                                      show_logits=args.show_logits)
+        elif args.kind == "curvature":
+            fig = plots.curvature_map(tables[0], axis=args.axis, value=args.value, title=title)
+        else:
+            fig = plots.trajectory_grid(tables[0], axis=args.axis, title=title)
+        default = f"figs/{prefix}_{names[0]}.png"
+    out = Path(args.out or default)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    written = [out]
+    if args.pdf:
+        fig.savefig(out.with_suffix(".pdf"))
+        written.append(out.with_suffix(".pdf"))
+    print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
+    return 0
 
 
 def add_parser(subparsers) -> None:
-    pass
+    """Register ``sweep``, ``collect`` and ``plot``."""
+    if not logging.getLogger("dnn_spring").handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("dnn-spring: %(message)s"))
+        logging.getLogger("dnn_spring").addHandler(handler)
+        logging.getLogger("dnn_spring").setLevel(logging.INFO)
+    _add_sweep(subparsers)
+    _add_collect(subparsers)
+    _add_plot(subparsers)

@@ -1,0 +1,26 @@
+"""The README's example runs as written, and CI runs the README's test command."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def test_readme_example_runs_as_written(tmp_path):
+    blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    assert blocks, "README has no python example"
+    example = blocks[0]
+    assert len(example.strip().splitlines()) <= 5
+    out = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "log_d" in out.stdout
+    assert out.stdout.strip().split()[-1] in {"concave", "linear", "convex"}
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in README and "make test" in ci

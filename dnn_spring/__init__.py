@@ -9,7 +9,10 @@ __version__ = "0.1.0"
 
 from dnn_spring.capture import list_layers, load_curve
 from dnn_spring.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from dnn_spring.data import Dataset, load_dataset
+from dnn_spring.hessian import hessian_top_eigenvalue, hessian_trace
 from dnn_spring.metrics import FuzzinessAccumulator, separation_fuzziness, separation_stats
+from dnn_spring.models import CNN, MLP, build_model, init_cnn_parameters, init_mlp_parameters
 from dnn_spring.shape import LoadShape, load_shape
 
 __all__ = [
@@ -25,4 +28,13 @@ __all__ = [
     "DataConfig",
     "TrainConfig",
     "RunConfig",
+    "MLP",
+    "CNN",
+    "build_model",
+    "init_mlp_parameters",
+    "init_cnn_parameters",
+    "Dataset",
+    "load_dataset",
+    "hessian_top_eigenvalue",
+    "hessian_trace",
 ]

@@ -60,7 +60,7 @@ def _build_config(args, skip=()):
     foreign = sorted(set(given) - own)
     if foreign:
         flags = ", ".join("--" + n.replace("_", "-") for n in foreign)
-        raise ValueError(f"{flags} do not apply to --order {args.order}")
+        raise ValueError(f"{flags}: not a field of --order {args.order} chains")
     return cls(**given)
 
 
@@ -113,7 +113,7 @@ def _cmd_simulate(args) -> int:
             Path(args.json).write_text(text + "\n")
     s = result.stats
     print(f"{s.regime}: c={s.c:+.4f} c_rel={s.c_rel:+.3f} v={s.v:.4f} "
-          f"evenness={result.evenness:.3f} final={[round(x, 4) for x in result.final]}",
+          f"evenness={result.evenness:.3f} final={[round(float(x), 4) for x in result.final]}",
           file=sys.stderr)
     if args.out:
         _save(plot_chain(result), args)

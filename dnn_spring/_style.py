@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import contextlib
 
-import matplotlib
-
-matplotlib.use("Agg", force=False)
-
-import matplotlib.pyplot as plt  # noqa: E402
+# No backend is forced here: headless runs fall back to Agg by themselves, and
+# notebooks keep their inline backend.
+import matplotlib.pyplot as plt
 
 __all__ = ["figure_style", "REGIME_COLORS", "CURVE_COLOR"]
 

@@ -165,7 +165,8 @@ def _cmd_trajectories(args) -> int:
     lazy, active = (_simulate(configs[name], args) for name in ("lazy", "active"))
     records = []
     if args.results:
-        records = pick_lazy_active(load_trajectory_records(args.results))
+        found = [rec for path in args.results for rec in load_trajectory_records(path)]
+        records = pick_lazy_active(found)
         if not records:
             print(f"no records with a trajectory in {args.results}; drawing the chains only",
                   file=sys.stderr)
@@ -197,7 +198,7 @@ def add_parser(subparsers) -> None:
     phase.add_argument("--noise", default=None,
                        help="comma-separated noise values, left column first")
     phase.add_argument("--asymmetry", type=float, default=None,
-                       help="delta = mu_left - mu_right (default 0.005 order 2, 0.05 order 1)")
+                       help="delta = mu_left - mu_right (default 0.004 order 2, 0.05 order 1)")
     phase.add_argument("--n-seeds", type=int, default=4, help="chains per cell (default 4)")
     phase.add_argument("--shade", default="evenness", choices=("evenness", "curvature"),
                        help="cell background (default evenness)")
@@ -208,9 +209,10 @@ def add_parser(subparsers) -> None:
 
     traj = sub.add_parser("trajectories", help="lazy vs active chains over time (+ DNN log D)")
     _add_common(traj, out_default="figs/spring_trajectories.png")
-    traj.add_argument("--results", default=None,
-                      help="run records (.json/.jsonl/.parquet/.csv or a directory) "
-                           "with a `trajectory`; adds the DNN's log D per layer")
+    traj.add_argument("--results", nargs="+", default=None, metavar="PATH",
+                      help="run records (results folders, .parquet/.csv tables, .json/.jsonl "
+                           "files) with a `trajectory`: adds the DNN's log D per layer over "
+                           "epochs for the most concave and the most convex run")
     _add_field_flags(traj, skip=_AXIS_FIELDS)
     traj.set_defaults(func=_cmd_trajectories)
 

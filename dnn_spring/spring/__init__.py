@@ -1,0 +1,77 @@
+"""Spring–block chains: the mechanical model of feature learning (SPEC §7).
+
+* :func:`simulate_first_order` / :func:`simulate_first_order_batch` — the
+  overdamped iteration with static friction (:class:`FirstOrderConfig`).
+* :func:`simulate_langevin` / :func:`simulate_langevin_batch` — the Langevin
+  SDE with kinetic friction (:class:`LangevinConfig`), backends
+  :data:`BACKENDS` (``"numpy"``, ``"torch"``, ``"sdeint"``).
+* :func:`scan_phase_diagram` and the plots in :mod:`dnn_spring.spring.plots`.
+
+The chain's load curve is ``y − x_ℓ`` for ``ℓ = 0..L`` (wall first, the last
+spring to the pulled end left out, like a network's logits); its loads are
+the extensions ``x_ℓ − x_{ℓ−1}``.
+"""
+
+from dnn_spring.spring.config import NOISE_MODES, FirstOrderConfig, LangevinConfig
+from dnn_spring.spring.first_order import (
+    first_order_step,
+    simulate_first_order,
+    simulate_first_order_batch,
+)
+from dnn_spring.spring.langevin import (
+    BACKENDS,
+    SDEINT_METHODS,
+    euler_maruyama_step,
+    langevin_drift,
+    noise_amplitude,
+    simulate_langevin,
+    simulate_langevin_batch,
+)
+from dnn_spring.spring.noise import GaussianIncrements
+from dnn_spring.spring.phase import (
+    PHASE_DEFAULTS,
+    TRAJECTORY_SETTINGS,
+    scan_phase_diagram,
+    trajectory_configs,
+)
+from dnn_spring.spring.plots import (
+    SHADES,
+    plot_chain,
+    plot_load_curves,
+    plot_spring_phase_diagram,
+    plot_spring_trajectories,
+)
+from dnn_spring.spring.dnn_records import load_trajectory_records, pick_lazy_active
+from dnn_spring.spring.result import ChainBatchResult, ChainResult, chain_curve, evenness
+
+__all__ = [
+    "NOISE_MODES",
+    "BACKENDS",
+    "SDEINT_METHODS",
+    "FirstOrderConfig",
+    "LangevinConfig",
+    "GaussianIncrements",
+    "ChainResult",
+    "ChainBatchResult",
+    "chain_curve",
+    "evenness",
+    "first_order_step",
+    "simulate_first_order",
+    "simulate_first_order_batch",
+    "langevin_drift",
+    "noise_amplitude",
+    "euler_maruyama_step",
+    "simulate_langevin",
+    "simulate_langevin_batch",
+    "PHASE_DEFAULTS",
+    "TRAJECTORY_SETTINGS",
+    "scan_phase_diagram",
+    "trajectory_configs",
+    "SHADES",
+    "plot_chain",
+    "plot_load_curves",
+    "plot_spring_phase_diagram",
+    "plot_spring_trajectories",
+    "load_trajectory_records",
+    "pick_lazy_active",
+]

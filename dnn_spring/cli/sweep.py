@@ -31,8 +31,8 @@ def _add_sweep(subparsers) -> None:
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--out", help="results folder (default results/<sweep>, "
                    "results/<sweep>_quick for the quick preset)")
-    p.add_argument("--workers", type=int, help="local worker processes "
-                   "(default: the number of CPUs on cpu, 1 on a GPU)")
+    p.add_argument("--workers", type=int, help="local worker processes (default: the number "
+                   "of CPUs on cpu, 1 on a GPU); with slurm, jobs per group (default 1)")
     p.add_argument("--seeds", type=int, help="number of seeds (default: the preset's)")
     p.add_argument("--base-seed", type=int, default=0, help="root of the seed sequence")
     p.add_argument("--epochs", type=int, help="override the number of epochs")
@@ -94,7 +94,8 @@ def _run_sweep(args) -> int:
               f"{len(configs) - len(todo)} finished, {len(todo)} to run; records in {out}",
               file=sys.stderr)
         return 0
-    workers = args.workers or _default_workers(args.device)
+    # On Slurm, --workers is how many jobs each group is spread over (default 1).
+    workers = args.workers or (1 if args.executor == "slurm" else _default_workers(args.device))
     slurm = SlurmOptions(partition=args.partition, time_min=args.time, gpus=args.gpus,
                          cpus=args.cpus)
     summary = run_sweep(configs, out, executor=args.executor, workers=workers,
@@ -161,6 +162,7 @@ def _add_plot(subparsers) -> None:
 
 def _run_plot(args) -> int:
     from dnn_spring import plots
+    from dnn_spring._style import figure_style
     from dnn_spring.records import load_table
 
     sources = args.source if isinstance(args.source, list) else [args.source]
@@ -182,11 +184,10 @@ def _run_plot(args) -> int:
         default = f"figs/{prefix}_{names[0]}.png"
     out = Path(args.out or default)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    written = [out]
-    if args.pdf:
-        fig.savefig(out.with_suffix(".pdf"))
-        written.append(out.with_suffix(".pdf"))
+    written = [out, out.with_suffix(".pdf")] if args.pdf else [out]
+    with figure_style():  # its savefig settings (dpi, tight bbox)
+        for path in written:
+            fig.savefig(path)
     print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
     return 0
 

@@ -1,0 +1,42 @@
+# Shared body of the phase-diagram scripts (sourced, not run).
+#
+# run_phase_diagram SWEEP AXIS [extra `dnn-spring sweep` args...]
+#   sweep  ->  collect  ->  plot phase-diagram, all through the dnn-spring CLI.
+# Environment (all optional):
+#   PRESET    paper (default: the paper's grid, 10 seeds, full epochs) | quick
+#   DATASET   override the data set (e.g. digits, mnist, fashionmnist)
+#   DEVICE    torch device (cpu, cuda, cuda:1, ...)
+#   OUTDIR    results folder (default results/<sweep>, results/<sweep>_quick for quick)
+#   FIGDIR    figure folder (default figs)
+#   WORKERS   local worker processes
+#   EXECUTOR  local (default) | slurm | debug
+#   DRY_RUN   1: print the configs and stop (same as passing --dry-run)
+#   DNN_SPRING  the command to run (default dnn-spring), e.g. .venv/bin/dnn-spring
+
+run_phase_diagram() {
+    local sweep=$1 axis=$2
+    shift 2
+    local cmd=${DNN_SPRING:-dnn-spring}
+    local preset=${PRESET:-paper}
+    local suffix=""
+    [[ $preset == paper ]] || suffix="_$preset"
+    local outdir=${OUTDIR:-results/${sweep}${suffix}}
+    local figdir=${FIGDIR:-figs}
+    local args=(sweep "$sweep" --preset "$preset" --out "$outdir" --executor "${EXECUTOR:-local}")
+    [[ -z ${DATASET:-} ]] || args+=(--dataset "$DATASET")
+    [[ -z ${DEVICE:-} ]] || args+=(--device "$DEVICE")
+    [[ -z ${WORKERS:-} ]] || args+=(--workers "$WORKERS")
+    local dry=${DRY_RUN:-0}
+    for arg in "$@"; do
+        [[ $arg != --dry-run ]] || dry=1
+    done
+    if [[ $dry == 1 ]]; then
+        $cmd "${args[@]}" --dry-run "$@"
+        return
+    fi
+    $cmd "${args[@]}" "$@"
+    $cmd collect "$outdir" --out "${outdir%/}.parquet"
+    mkdir -p "$figdir"
+    $cmd plot phase-diagram "${outdir%/}.parquet" --axis "$axis" \
+        --title "$sweep ($preset)" --out "$figdir/pd_${sweep}${suffix}.png" --pdf
+}

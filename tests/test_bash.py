@@ -1,0 +1,81 @@
+"""The bash/ sweep scripts pass presets, environment and extra flags to the runner."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dnn_spring.grids import SWEEPS
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = Path(sys.executable).with_name("dnn-spring")
+SCRIPTS = {"ns_nl": "test_pd_ns_nl.sh", "lr_nl": "test_pd_lr_nl.sh", "dp_nl": "test_pd_dp_nl.sh",
+           "bm_nl": "test_pd_bm_nl.sh", "cnn": "test_cnn.sh"}
+
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+
+
+def run_script(name, env, *args, cwd):
+    full = {k: v for k, v in os.environ.items()
+            if k not in ("PRESET", "DATASET", "DEVICE", "OUTDIR", "WORKERS", "EXECUTOR", "DRY_RUN")}
+    full.update(env)
+    return subprocess.run(["bash", str(ROOT / "bash" / name), *args], cwd=cwd, env=full,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("sweep", sorted(SCRIPTS))
+def test_script_dry_run_reflects_preset_env_and_flags(sweep, tmp_path):
+    dry = {"DRY_RUN": "1"} if sweep in ("ns_nl", "cnn") else {}
+    extra = () if dry else ("--dry-run",)
+    env = {"DNN_SPRING": str(CLI), "PRESET": "quick", "DATASET": "fashionmnist", **dry}
+    done = run_script(SCRIPTS[sweep], env, "--set", "epochs=3", "--set", "width=24", *extra,
+                      cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    configs = [json.loads(line) for line in done.stdout.splitlines()]
+    spec = SWEEPS[sweep]
+    assert len(configs) == len(spec.quick_values) * len(spec.quick_slopes) * spec.quick_seeds
+    assert {c[spec.axis] for c in configs} == set(spec.quick_values)
+    assert {c["dataset"] for c in configs} == {"fashionmnist"}
+    assert {c["epochs"] for c in configs} == {3} and {c["width"] for c in configs} == {24}
+    assert f"records in results/{sweep}_quick" in done.stderr
+    assert not (tmp_path / "results").exists() and not (tmp_path / "figs").exists()
+
+
+def test_paper_preset_is_the_default(tmp_path):
+    done = run_script("test_pd_lr_nl.sh", {"DNN_SPRING": str(CLI), "OUTDIR": "out/lr"},
+                      "--dry-run", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    configs = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(configs) == 720 and {c["dataset"] for c in configs} == {"mnist"}
+    assert {c["epochs"] for c in configs} == {200}
+    assert "records in out/lr" in done.stderr
+
+
+def test_script_runs_sweep_collect_plot_in_order(tmp_path):
+    log = tmp_path / "calls.log"
+    fake = tmp_path / "fake-dnn-spring"
+    fake.write_text(f'#!/usr/bin/env bash\necho "$*" >> {log}\n')
+    fake.chmod(0o755)
+    env = {"DNN_SPRING": str(fake), "DEVICE": "cuda", "WORKERS": "3", "EXECUTOR": "slurm"}
+    done = run_script("test_pd_bm_nl.sh", env, "--seeds", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    sweep, collect, plot = log.read_text().splitlines()
+    assert sweep == ("sweep bm_nl --preset paper --out results/bm_nl --executor slurm "
+                     "--device cuda --workers 3 --seeds 2")
+    assert collect == "collect results/bm_nl --out results/bm_nl.parquet"
+    assert plot.startswith("plot phase-diagram results/bm_nl.parquet --axis batch_size")
+    assert plot.endswith("--out figs/pd_bm_nl.png --pdf")
+    assert (tmp_path / "figs").is_dir()
+
+
+def test_script_stops_when_the_sweep_fails(tmp_path):
+    fake = tmp_path / "fake-dnn-spring"
+    fake.write_text(f'#!/usr/bin/env bash\necho "$*" >> {tmp_path / "calls.log"}\nexit 3\n')
+    fake.chmod(0o755)
+    done = run_script("test_pd_ns_nl.sh", {"DNN_SPRING": str(fake)}, cwd=tmp_path)
+    assert done.returncode == 3
+    assert len((tmp_path / "calls.log").read_text().splitlines()) == 1

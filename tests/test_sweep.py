@@ -1,0 +1,338 @@
+"""Sweep grids, the resumable runner, records and collect (dnn_spring.grids/sweep/records)."""
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dnn_spring.cli import main as cli_main
+from dnn_spring.config import RunConfig
+from dnn_spring.grids import SWEEPS, expand_grid, parse_value, sweep_seeds
+from dnn_spring.records import collect, load_table, read_record, save_table, write_record
+from dnn_spring.sweep import SlurmOptions, pending_configs, plan_chunks, run_chunk, run_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------- fakes
+def fake_record(config, status="ok"):
+    """A record shaped like train_run's, with a curve that depends on slope and noise."""
+    depth = config.model.depth
+    bend = config.train.noise - 0.3 + config.model.slope * 0.2
+    ell = np.arange(depth + 1, dtype=float)
+    log_d = (2.0 - ell / depth * 3.0 + bend * np.sin(np.pi * ell / depth)).tolist()
+    return {**config.flat(), "key": config.key(), "status": status, "error": None,
+            "test_acc": 0.9 - config.train.noise / 2, "log_d": log_d,
+            "layers": [f"l{i}" for i in range(depth + 1)], "c": bend, "trajectory": []}
+
+
+def fake_train(config, *, device="cpu", progress=False):
+    if config.train.noise == 0.3:
+        raise RuntimeError("boom at noise 0.3")
+    return fake_record(config)
+
+
+def fake_ok(config, *, device="cpu", progress=False):
+    return fake_record(config)
+
+
+def fake_group(configs, *, device="cpu", progress=False):
+    return [fake_record(c) for c in configs]
+
+
+def failing_group(configs, *, device="cpu", progress=False):
+    raise MemoryError("group too large")
+
+
+def fake_key(config):
+    return (config.model.slope,)
+
+
+def fake_max(config, *, device="cpu"):
+    return 2
+
+
+def tiny_grid(n_seeds=1):
+    return expand_grid("ns_nl", "quick", {"depth": 3, "width": 8, "epochs": 1, "noise": [0, 0.3, 0.6],
+                                          "slope": [0.0, 0.5, 1.0]}, n_seeds=n_seeds)
+
+
+# ---------------------------------------------------------------- grids
+@pytest.mark.parametrize("name, axis, values, n", [
+    ("ns_nl", "noise", [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], 540),
+    ("lr_nl", "lr", [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5], 720),
+    ("dp_nl", "dropout", [round(0.02 * i, 2) for i in range(16)], 960),
+    ("bm_nl", "batch_size", [5, 10, 20, 40, 80, 160, 320, 640, 1280, 2560], 600),
+])
+def test_paper_grids_match_spec(name, axis, values, n):
+    configs = expand_grid(name)
+    assert len(configs) == n == len({c.key() for c in configs})
+    flat = pd.DataFrame([c.flat() for c in configs])
+    assert sorted(flat[axis].unique()) == values
+    assert sorted(flat["slope"].unique()) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert flat["seed"].nunique() == 10
+    assert (flat["dataset"] == "mnist").all() and (flat["width"] == 100).all()
+    assert (flat["depth"] == 8).all() and (flat["optimizer"] == "adam").all()
+    assert (flat["epochs"] == (200 if name == "lr_nl" else 100)).all()
+    if name != "lr_nl":
+        assert (flat["lr"] == 1e-3).all()
+    if name != "bm_nl":
+        assert (flat["batch_size"] == 0).all()  # full batch
+
+
+def test_mlp_panels_total_and_cnn_grid():
+    assert sum(len(expand_grid(s)) for s in ("ns_nl", "lr_nl", "dp_nl", "bm_nl")) == 2820
+    cnn = pd.DataFrame([c.flat() for c in expand_grid("cnn")])
+    assert len(cnn) == 80
+    assert sorted(cnn["dropout"].unique()) == [0.0, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64]
+    assert (cnn["slope"] == 0).all() and (cnn["arch"] == "cnn").all()
+    assert (cnn["dataset"] == "cifar10").all() and (cnn["channels"] == 20).all()
+    assert (cnn["lr"] == 1e-4).all() and (cnn["epochs"] == 2000).all()
+
+
+def test_quick_preset_is_small_and_offline():
+    for name in SWEEPS:
+        configs = expand_grid(name, "quick")
+        assert len(configs) <= 32
+        assert all(c.data.dataset == "digits" for c in configs)
+
+
+def test_seeds_come_from_seed_sequence_and_are_shared_by_cells():
+    seeds = [int(s.generate_state(1, dtype=np.uint32)[0])
+             for s in np.random.SeedSequence(7).spawn(3)]
+    assert sweep_seeds(3, 7) == seeds
+    assert sweep_seeds(5, 7)[:3] == seeds  # more seeds keep the first ones
+    configs = expand_grid("ns_nl", "quick", n_seeds=3, base_seed=7)
+    assert {c.seed for c in configs} == set(seeds)
+    first_cell = [c.seed for c in configs[:3]]
+    assert first_cell == seeds
+
+
+def test_overrides_and_axis_values():
+    configs = expand_grid("ns_nl", "paper", {"dataset": "fashionmnist", "epochs": 3,
+                                              "noise": [0.0, 0.5], "slope": [1.0]}, n_seeds=2)
+    assert len(configs) == 4
+    assert {c.data.dataset for c in configs} == {"fashionmnist"}
+    assert {c.train.epochs for c in configs} == {3}
+    assert {c.train.noise for c in configs} == {0.0, 0.5}
+    with pytest.raises(ValueError, match="unknown config keys"):
+        expand_grid("ns_nl", overrides={"bogus": 1})
+    with pytest.raises(ValueError, match="only the axis 'noise' and 'slope'"):
+        expand_grid("ns_nl", overrides={"lr": [1e-3, 1e-2]})
+    with pytest.raises(ValueError, match="`sweep` must be one of"):
+        expand_grid("nope")
+    with pytest.raises(ValueError, match="`preset` must be one of"):
+        expand_grid("ns_nl", "fast")
+
+
+def test_parse_value_types():
+    assert parse_value("epochs", "5") == 5
+    assert parse_value("noise", "0,0.5") == [0.0, 0.5]
+    assert parse_value("batchnorm", "false") is False
+    assert parse_value("dataset", "mnist") == "mnist"
+    with pytest.raises(ValueError, match="`epochs` must be of type int, got 'x'"):
+        parse_value("epochs", "x")
+    with pytest.raises(ValueError, match="unknown config field"):
+        parse_value("bogus", "1")
+
+
+# ---------------------------------------------------------------- records
+def test_record_roundtrip_is_atomic(tmp_path):
+    config = tiny_grid()[0]
+    record = {**fake_record(config), "v": np.float32(0.5), "arr": np.arange(2)}
+    path = write_record(record, tmp_path)
+    assert path.name == f"{config.key()}.json"
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp file left
+    back = read_record(path)
+    assert back["v"] == 0.5 and back["arr"] == [0, 1]
+
+
+def test_corrupt_record_is_reported_skipped_and_rerun(tmp_path, caplog):
+    configs = tiny_grid()[:3]
+    run_sweep(configs, tmp_path, executor="debug", batch=False, progress=False,
+              train_fn=fake_ok)
+    truncated = tmp_path / f"{configs[0].key()}.json"
+    truncated.write_text(truncated.read_text()[:40])
+    wrong_key = tmp_path / f"{configs[1].key()}.json"
+    wrong_key.write_text(json.dumps({**fake_record(configs[2]), "status": "ok"}))
+    with caplog.at_level("WARNING"):
+        table = collect(tmp_path)
+    assert len(table) == 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith(f"skipping corrupt record {truncated}") for m in messages)
+    assert any(str(wrong_key) in m for m in messages)
+    assert [c.key() for c in pending_configs(configs, tmp_path)] == [c.key() for c in configs[:2]]
+    summary = run_sweep(configs, tmp_path, executor="debug", batch=False, progress=False,
+                        train_fn=fake_ok)
+    assert summary["skipped"] == 1 and summary["ran"] == 2
+    assert len(collect(tmp_path)) == 3
+
+
+def test_collect_tables_keep_lists(tmp_path):
+    configs = tiny_grid()[:2]
+    run_sweep(configs, tmp_path / "res", executor="debug", batch=False, progress=False,
+              train_fn=fake_ok)
+    table = collect(tmp_path / "res")
+    assert len(table) == 2 and {"key", "status", "slope", "noise", "log_d"} <= set(table.columns)
+    for suffix in (".parquet", ".csv"):
+        back = load_table(save_table(table, tmp_path / f"t{suffix}"))
+        assert len(back) == 2
+        np.testing.assert_allclose(np.asarray(back["log_d"].iloc[0], dtype=float),
+                                   table["log_d"].iloc[0])
+    assert json.loads(pd.read_csv(tmp_path / "t.csv")["log_d"].iloc[0]) == table["log_d"].iloc[0]
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        collect(tmp_path / "missing")
+
+
+# ---------------------------------------------------------------- runner
+def test_runner_records_failures_and_skips_finished(tmp_path):
+    configs = tiny_grid()
+    summary = run_sweep(configs, tmp_path, executor="debug", batch=False, progress=False,
+                        train_fn=fake_train)
+    assert summary["ran"] == 9 and summary["failed"] == 3 and summary["ok"] == 6
+    table = collect(tmp_path)
+    failed = table[table["status"] == "failed"]
+    assert (failed["noise"] == 0.3).all()
+    assert failed["error"].str.contains("RuntimeError: boom at noise 0.3").all()
+    again = run_sweep(configs, tmp_path, executor="debug", batch=False, progress=False,
+                      train_fn=fake_train)
+    assert again["skipped"] == 6 and again["ran"] == 3  # failed runs are retried
+    kept = run_sweep(configs, tmp_path, executor="debug", batch=False, progress=False,
+                     train_fn=fake_train, retry_failed=False)
+    assert kept["ran"] == 0 and kept["skipped"] == 9
+
+
+def test_plan_chunks_respects_group_key_and_size():
+    configs = tiny_grid(n_seeds=2)  # 3 slopes × 3 noise × 2 seeds
+    chunks = plan_chunks(configs, group_key_fn=fake_key, max_size_fn=fake_max, workers=1)
+    assert sum(len(c) for c in chunks) == 18
+    assert all(len(c) <= 2 and len({fake_key(x) for x in c}) == 1 for c in chunks)
+    big = plan_chunks(configs, group_key_fn=fake_key, max_size_fn=lambda c, device: 100, workers=4)
+    assert len(big) >= 4 and max(len(c) for c in big) - min(len(c) for c in big) <= 1
+    assert len(plan_chunks(configs, batch=False)) == 18
+
+
+def test_failed_group_is_retried_one_by_one(tmp_path):
+    configs = tiny_grid()[:4]
+    statuses = run_chunk(configs, tmp_path, batch=True, group_fn=failing_group,
+                         train_fn=fake_train)
+    assert [s for _, s in statuses] == ["ok", "failed", "ok", "ok"]  # noise 0.3 fails alone
+    sizes = []
+    statuses = run_chunk(configs, tmp_path / "b", batch=True, train_fn=fake_train,
+                         group_fn=lambda cs, **kw: sizes.append(len(cs)) or fake_group(cs),
+                         max_size_fn=lambda c, device: 3)  # a chunk too big for this device
+    assert [s for _, s in statuses] == ["ok"] * 4 and sizes == [3]  # the last one runs alone
+
+
+def test_process_pool_and_submitit_executors(tmp_path):
+    configs = tiny_grid()
+    summary = run_sweep(configs, tmp_path / "pool", executor="local", workers=2, batch=True,
+                        progress=False, train_fn=fake_train, group_fn=fake_group,
+                        group_key_fn=fake_key, max_size_fn=fake_max)
+    assert summary["ran"] == 9 and summary["ok"] == 9 and summary["lost"] == 0
+    assert len(list((tmp_path / "pool").glob("*.json"))) == 9
+    summary = run_sweep(configs[:3], tmp_path / "sub", executor="slurm", batch=False,
+                        progress=False, train_fn=fake_ok, slurm=SlurmOptions(cluster="debug"))
+    assert summary["ok"] == 3
+    with pytest.raises(ValueError, match="`executor` must be one of"):
+        run_sweep(configs, tmp_path, executor="cloud")
+
+
+_KILL_SCRIPT = """
+import os, sys, time
+from dnn_spring.grids import expand_grid
+from dnn_spring.sweep import run_sweep
+
+LOG = sys.argv[1]
+GRID = {"depth": 3, "noise": [0.0, 0.3, 0.6], "slope": [0.0, 0.5, 1.0]}
+
+def slow_train(config, *, device="cpu", progress=False):
+    with open(LOG, "a") as log:
+        log.write(f"{sys.argv[3]} {config.key()} {os.getpid()}\\n")
+    time.sleep(0.2)
+    return {**config.flat(), "key": config.key(), "status": "ok", "log_d": [1.0, 0.5, 0.0]}
+
+if __name__ == "__main__":
+    configs = expand_grid("ns_nl", "quick", GRID, n_seeds=2)
+    run_sweep(configs, sys.argv[2], executor=sys.argv[4], workers=int(sys.argv[5]),
+              batch=False, progress=False, train_fn=slow_train)
+"""
+
+
+def _alive(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("executor, workers", [("debug", 1), ("local", 2)])
+def test_sigkill_then_rerun_finishes_each_point_once(tmp_path, executor, workers):
+    script, log, out = tmp_path / "kill_me.py", tmp_path / "calls.log", tmp_path / "out"
+    script.write_text(textwrap.dedent(_KILL_SCRIPT))
+    command = [sys.executable, str(script), str(log), str(out)]
+    proc = subprocess.Popen(command + ["first", executor, str(workers)], cwd=ROOT)
+    deadline = time.time() + 60
+    while len(list(out.glob("*.json"))) < 3:
+        assert time.time() < deadline and proc.poll() is None, "sweep did not start"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # the process running the sweep, nothing else
+    proc.wait()
+    pids = {int(line.split()[2]) for line in log.read_text().splitlines()}
+    deadline = time.time() + 10
+    while any(_alive(p) for p in pids):  # workers die with their parent
+        assert time.time() < deadline, "workers outlived the killed sweep"
+        time.sleep(0.05)
+    before = {p.stem for p in out.glob("*.json")}
+    assert 3 <= len(before) < 18
+    subprocess.run(command + ["second", "debug", "1"], cwd=ROOT, check=True, timeout=60)
+    grid = {c.key() for c in expand_grid("ns_nl", "quick", {"depth": 3, "noise": [0.0, 0.3, 0.6],
+                                                             "slope": [0.0, 0.5, 1.0]}, n_seeds=2)}
+    assert {p.stem for p in out.glob("*.json")} == grid and len(grid) == 18
+    calls = [line.split() for line in log.read_text().splitlines()]
+    second = [key for tag, key, _ in calls if tag == "second"]
+    assert len(second) == len(set(second)) == 18 - len(before)
+    assert not set(second) & before  # finished points are not recomputed
+
+
+# ---------------------------------------------------------------- CLI
+def test_cli_dry_run_and_collect(tmp_path, capsys):
+    out = tmp_path / "res"
+    assert cli_main(["sweep", "ns_nl", "--preset", "quick", "--out", str(out), "--dry-run",
+                     "--seeds", "2", "--epochs", "7", "--set", "width=16",
+                     "--set", "noise=0,0.8"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 2 * 4 * 2  # noise values × quick slopes × seeds
+    assert {x["epochs"] for x in lines} == {7} and {x["width"] for x in lines} == {16}
+    assert {x["noise"] for x in lines} == {0.0, 0.8} and not any(x["done"] for x in lines)
+    assert not out.exists() or not list(out.glob("*.json"))
+    configs = [RunConfig.from_flat({k: v for k, v in x.items() if k not in ("key", "done")})
+               for x in lines]
+    run_sweep(configs[:2], out, executor="debug", batch=False, progress=False,
+              train_fn=fake_train)
+    assert cli_main(["collect", str(out), "--out", str(tmp_path / "t.csv")]) == 0
+    assert len(pd.read_csv(tmp_path / "t.csv")) == 2
+    assert cli_main(["sweep", "ns_nl", "--dry-run", "--set", "bogus"]) == 2
+    assert "`--set` must be KEY=VALUE" in capsys.readouterr().err
+
+
+def test_real_training_on_a_tiny_grid(tmp_path):
+    configs = expand_grid("ns_nl", "quick", {"depth": 3, "width": 16, "epochs": 2,
+                                              "noise": [0.0, 0.6], "slope": [0.0, 1.0]},
+                          n_seeds=1)
+    summary = run_sweep(configs, tmp_path, executor="debug", progress=False)
+    assert summary["ok"] == 4
+    table = collect(tmp_path)
+    assert table["log_d"].map(len).eq(4).all()  # input, 2 hidden, logits
+    assert table["test_acc"].between(0, 1).all()
+    single = run_sweep(configs[:1], tmp_path / "one", executor="debug", batch=False,
+                       progress=False)
+    assert single["ok"] == 1

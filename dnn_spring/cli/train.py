@@ -1,5 +1,141 @@
-"""Placeholder for the `train` sub-commands; replaced by its owner."""
+"""``dnn-spring train``: train one network and print its load curve.
+
+One flag per :class:`~dnn_spring.config.RunConfig` field, defaults from the
+dataclasses.  Bad values end in one line on stderr and exit status 2 (argparse
+type errors here, config validation errors through the dispatcher).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from ..config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+_M, _D, _T = ModelConfig(), DataConfig(), TrainConfig()
+
+# (flag, field, type, help); defaults come from the config dataclasses
+_VALUE_FLAGS = (
+    ("--arch", "arch", str, "network: mlp or cnn"),
+    ("--depth", "depth", int, "L: the MLP has L-1 hidden blocks and a linear head"),
+    ("--width", "width", int, "hidden width of the MLP"),
+    ("--slope", "slope", float, "LeakyReLU negative slope alpha in [0, 1] (0 ReLU, 1 linear)"),
+    ("--dropout", "dropout", float, "dropout probability p in [0, 1)"),
+    ("--init", "init", str, "weight init: default, orthogonal, kaiming, normal or identity"),
+    ("--init-scale", "init_scale", float, "multiply every initial weight by this (> 0)"),
+    ("--channels", "channels", int, "CNN channels per convolution"),
+    ("--dataset", "dataset", str,
+     "digits (embedded, offline), mnist, fashionmnist, cifar10, gaussian or random"),
+    ("--n-train", "n_train", int, "training samples (0: the data set's default)"),
+    ("--data-root", "data_root", str, "folder of torchvision data sets"),
+    ("--image-size", "image_size", int, "resize torchvision images to this many pixels a side"),
+    ("--data-seed", "data_seed", int, "seed of the training subset / synthetic data"),
+    ("--optimizer", "optimizer", str, "adam, sgd, sgld or psgld"),
+    ("--lr", "lr", float, "learning rate (> 0)"),
+    ("--batch-size", "batch_size", int, "mini-batch size (0: full batch)"),
+    ("--epochs", "epochs", int, "maximum number of epochs"),
+    ("--noise", "noise", float, "data/label noise p in [0, 1], fresh every step"),
+    ("--temperature", "temperature", float, "Langevin temperature of sgld / psgld"),
+    ("--weight-decay", "weight_decay", float, "L2 penalty"),
+    ("--stop-loss", "stop_loss", float, "stop when the epoch's mean loss is below this"),
+    ("--stop-delta", "stop_delta", float, "stop when the epoch's mean loss changes less"),
+    ("--curve-every", "curve_every", int, "record the load curve every k epochs (0: never)"),
+    ("--seed", "seed", int, "run seed (init, data order, noise, dropout)"),
+)
+
+
+def _default(field: str):
+    if field == "seed":
+        return 0
+    for part in (_M, _D, _T):
+        if hasattr(part, field):
+            return getattr(part, field)
+    raise KeyError(field)
 
 
 def add_parser(subparsers) -> None:
-    pass
+    """Register ``train`` on the dispatcher's sub-parsers."""
+    p = subparsers.add_parser(
+        "train",
+        help="train one network and measure its load curve",
+        description="Train one network (SPEC §4-5), then measure its load curve on the clean "
+        "training set and print it with the accuracies and the curve's shape (v, c, regime).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for flag, field, kind, text in _VALUE_FLAGS:
+        p.add_argument(flag, dest=field, type=kind, default=_default(field), help=text,
+                       metavar=field.upper())
+    p.add_argument("--no-batchnorm", dest="batchnorm", action="store_false",
+                   help="drop every BatchNorm layer")
+    p.add_argument("--zero-bias", dest="zero_bias", action="store_true",
+                   help="start every bias at zero")
+    p.add_argument("--hessian", action="store_true",
+                   help="also estimate the Hessian's top eigenvalue and trace at the end")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="write the run record as JSON to FILE")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="hide the progress bar")
+
+    def one_line_error(message):  # argparse would print the whole usage first
+        print(f"dnn-spring train: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+    p.error = one_line_error
+    p.set_defaults(func=run)
+
+
+def config_from_args(args) -> RunConfig:
+    """The RunConfig named by parsed ``args`` (ValueError lists every bad value)."""
+    flat = {field: getattr(args, field) for _, field, _, _ in _VALUE_FLAGS}
+    flat.update(batchnorm=args.batchnorm, zero_bias=args.zero_bias, hessian=args.hessian)
+    return RunConfig.from_flat(flat)
+
+
+def _fmt(x, spec=".3f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def format_record(record: dict) -> str:
+    """The short table printed after a run: load curve, accuracies, shape."""
+    lines = []
+    if record["log_d"]:
+        lines.append(f"{'point':>5}  {'layer':<14} {'log D':>8} {'load':>8}")
+        prev = None
+        for i, (name, value) in enumerate(zip(record["layers"], record["log_d"])):
+            load = None if prev is None or value is None else prev - value
+            tag = " (logits)" if i == len(record["log_d"]) - 1 else ""
+            lines.append(f"{i:>5}  {name:<14} {_fmt(value):>8} {_fmt(load):>8}{tag}")
+            prev = value
+    lines.append(
+        f"status {record['status']}, {record['epochs_run']} epochs (stop: {record['stop_reason']})  "
+        f"train loss {_fmt(record['train_loss'], '.4g')}  train acc {_fmt(record['train_acc'])}  "
+        f"test acc {_fmt(record['test_acc'])}"
+    )
+    lines.append(f"v {_fmt(record['v'])}  c {_fmt(record['c'])}  regime {record['regime'] or '-'}"
+                 f"  wall time {record['wall_time']:.1f} s")
+    if record["hessian_top"] is not None:
+        lines.append(f"hessian top {record['hessian_top']:.4g}  trace {record['hessian_trace']:.4g}")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    """Handler of ``dnn-spring train``."""
+    from ..train import resolve_device, train_run
+
+    config = config_from_args(args)
+    device = resolve_device(args.device)
+    record = train_run(config, device=device, progress=args.progress)
+    print(format_record(record))
+    if args.out:
+        folder = os.path.dirname(os.path.abspath(args.out))
+        os.makedirs(folder, exist_ok=True)
+        with open(args.out, "w") as fh:
+            json.dump(record, fh, indent=1, allow_nan=False)
+        print(f"record written to {args.out}")
+    if record["status"] == "failed":
+        print(f"dnn-spring train: error: {record['error']}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,144 @@
+"""Batched vs one-at-a-time training of one row of the phase diagram.
+
+Grid: 6 slopes x 10 seeds at one noise level on the paper's shapes (2560
+samples x 100 features x 10 classes, the synthetic ``gaussian`` set; MLP depth
+8, width 100, Adam), once full batch and once at batch size 10.  For each
+setting it times
+
+* batched: the 60 configs through ``dnn_spring.batched.train_group`` in
+  groups of ``max_group_size`` (as the sweep runner sends them);
+* one at a time: ``--single-runs`` of them through ``train_run`` (each a
+  separate model), extrapolated per run;
+
+both end to end (training plus the per-run evaluation: accuracies and load
+curve) and training only.  It also counts the trainer's matrix-multiply
+FLOPs (forward + both backward products of every Linear) and divides the
+achieved rate by this machine's ``torch.bmm`` throughput on exactly those
+shapes, measured in the same process.
+
+Usage::
+
+    python benchmarks/bench_sweep.py [--epochs 5] [--device cpu] [--single-runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from dnn_spring.batched import _Ensemble, max_group_size, train_group
+from dnn_spring.config import RunConfig
+from dnn_spring.data import load_dataset
+from dnn_spring.train import resolve_device, train_run
+
+SLOPES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+SEEDS = range(10)
+
+
+def _grid(batch_size: int, epochs: int, noise: float) -> list:
+    base = RunConfig().replace(dataset="gaussian", batch_size=batch_size, epochs=epochs,
+                               noise=noise, stop_loss=0.0, stop_delta=0.0)
+    return [base.replace(slope=a, seed=s) for a in SLOPES for s in SEEDS]
+
+
+def _layer_shapes(config, n_in: int, n_out: int) -> list:
+    w = config.model.width
+    return [(n_in, w)] + [(w, w)] * (config.model.depth - 2) + [(w, n_out)]
+
+
+def _step_batches(n: int, batch_size: int) -> list:
+    step = n if batch_size == 0 or batch_size >= n else batch_size
+    return [min(step, n - s) for s in range(0, n, step)]
+
+
+def _matmul_flops(config, n_in, n_out, n, members) -> float:
+    """Forward x@W, backward g@W^T and x^T@g of every Linear, per epoch."""
+    per_sample = sum(2 * a * b for a, b in _layer_shapes(config, n_in, n_out))
+    return 3.0 * per_sample * n * members
+
+
+def _bmm_rate(config, n_in, n_out, batch, members, device, seconds=2.0) -> float:
+    """GFLOP/s of plain torch.bmm on the trainer's shapes (fwd + 2 bwd per layer)."""
+    ops = []
+    for a, b in _layer_shapes(config, n_in, n_out):
+        x, w, g = (torch.randn(members, batch, a, device=device),
+                   torch.randn(members, a, b, device=device),
+                   torch.randn(members, batch, b, device=device))
+        ops += [(x, w), (g, w.transpose(1, 2)), (x.transpose(1, 2), g)]
+    flops = sum(2 * u.shape[0] * u.shape[1] * u.shape[2] * v.shape[2] for u, v in ops)
+
+    def once():
+        for u, v in ops:
+            torch.bmm(u, v)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    once()
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        once()
+        reps += 1
+    return flops * reps / (time.perf_counter() - start) / 1e9
+
+
+def _time(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _bench(name, configs, device, data, single_runs, group_size):
+    n, n_in, n_out = data.n_train, data.x_train.shape[1], data.n_classes
+    epochs, bs = configs[0].train.epochs, configs[0].train.batch_size
+    print(f"\n== {name}: {len(configs)} runs (6 slopes x 10 seeds), noise "
+          f"{configs[0].train.noise}, batch size {bs or n}, {epochs} epochs, "
+          f"{len(_step_batches(n, bs))} steps/epoch")
+    size = group_size or max_group_size(configs[0], device=device)
+    groups = [configs[i:i + size] for i in range(0, len(configs), size)]
+    print(f"batched in {len(groups)} group(s) of up to {size} members")
+    t_batch = _time(lambda: [train_group(g, device=device) for g in groups])
+    t_single = _time(lambda: [train_run(c, device=device) for c in configs[:single_runs]])
+    t_batch_train = _time(lambda: [_Ensemble(g, data, device).fit() for g in groups])
+    t_single_train = _time(lambda: [_Ensemble([c], data, device).fit()
+                                    for c in configs[:single_runs]])
+    per_b, per_s = t_batch / len(configs), t_single / single_runs
+    per_bt, per_st = t_batch_train / len(configs), t_single_train / single_runs
+    print(f"end to end (train + eval)  batched {per_b:8.3f} s/run   one at a time "
+          f"{per_s:8.3f} s/run (timed {single_runs}, extrapolated)   ratio {per_s / per_b:6.1f}x")
+    print(f"training only              batched {per_bt:8.3f} s/run   one at a time "
+          f"{per_st:8.3f} s/run   ratio {per_st / per_bt:6.1f}x")
+    flops = _matmul_flops(configs[0], n_in, n_out, n, len(configs)) * epochs
+    achieved = flops / t_batch_train / 1e9
+    batch = _step_batches(n, bs)[0]
+    rate = _bmm_rate(configs[0], n_in, n_out, batch, size, device)
+    print(f"matmul throughput          batched trainer {achieved:7.1f} GFLOP/s   torch.bmm at "
+          f"the same shapes {rate:7.1f} GFLOP/s   efficiency {100 * achieved / rate:5.1f}%")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=5, help="epochs of every run")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--noise", type=float, default=0.2, help="the row's data/label noise")
+    parser.add_argument("--single-runs", type=int, default=3,
+                        help="how many one-at-a-time runs to time (extrapolated per run)")
+    parser.add_argument("--group-size", type=int, default=0,
+                        help="members per batched group (0: dnn_spring.batched.max_group_size)")
+    parser.add_argument("--only", choices=("full", "small"), default=None,
+                        help="run only the full-batch or only the batch-10 grid")
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    data = load_dataset(_grid(0, 1, 0.0)[0].data, device=device, flatten=True)
+    if args.only in (None, "full"):
+        _bench("full batch", _grid(0, args.epochs, args.noise), device, data, args.single_runs,
+               args.group_size)
+    if args.only in (None, "small"):
+        _bench("batch size 10", _grid(10, args.epochs, args.noise), device, data,
+               args.single_runs, args.group_size)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Batched training: members against separate single runs, freezing, grouping."""
+
+import pytest
+import torch
+
+from dnn_spring.batched import _Ensemble, group_key, max_group_size, train_group
+from dnn_spring.config import RunConfig
+from dnn_spring.data import load_dataset
+from dnn_spring.train import train_run
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+BASE = RunConfig().replace(depth=4, width=32, epochs=4, batch_size=128)
+# members differ in every per-member field at once
+MEMBERS = [
+    BASE.replace(seed=1, slope=0.0, noise=0.2),
+    BASE.replace(seed=2, slope=0.5, dropout=0.1, lr=2e-3),
+    BASE.replace(seed=3, slope=1.0, lr=5e-4, init="orthogonal", init_scale=0.5),
+]
+DATA = load_dataset(BASE.data, flatten=True)
+
+
+def _steps(configs, n_steps):
+    ens = _Ensemble(configs, DATA, torch.device("cpu"))
+    xe, ye = ens._epoch_data(configs[0].train.batch_size, float(DATA.x_train.std()))
+    for s in range(n_steps):
+        sl = slice(s * 128, (s + 1) * 128)
+        grads = torch.autograd.grad(ens.losses(xe[sl], ye[sl]).sum(), ens._param_list())
+        ens.opt.step(list(grads))
+    return ens
+
+
+def test_members_follow_their_single_runs_step_by_step():
+    group = _steps(MEMBERS, 5)
+    for i, cfg in enumerate(MEMBERS):
+        single = _steps([cfg], 5)
+        for name in group.param_names + group.buffer_names:
+            # float32 rounding only: batched kernels may sum in another order
+            torch.testing.assert_close(group.params.get(name, group.buffers.get(name))[i],
+                                       single.params.get(name, single.buffers.get(name))[0],
+                                       rtol=1e-5, atol=1e-6)
+
+
+def test_batchnorm_running_stats_are_per_member():
+    group = _steps(MEMBERS, 3)
+    means = group.buffers["blocks.0.bn.running_mean"]
+    assert not torch.allclose(means[0], means[1])
+    model = group.export(1)
+    torch.testing.assert_close(model.blocks[0].bn.running_var, group.buffers["blocks.0.bn.running_var"][1])
+    assert int(model.blocks[0].bn.num_batches_tracked) == 3
+    # the exported member gives the batched eval forward, running stats included
+    x = DATA.x_train[:64]
+    model.eval()
+    ref = torch.nn.functional.batch_norm(x, group.buffers["input_bn.running_mean"][1],
+                                         group.buffers["input_bn.running_var"][1],
+                                         group.params["input_bn.weight"][1].detach(),
+                                         group.params["input_bn.bias"][1].detach(), False)
+    torch.testing.assert_close(model.input_bn(x), ref)
+
+
+def test_group_records_equal_single_run_records():
+    group = train_group(MEMBERS)
+    for rec, cfg in zip(group, MEMBERS):
+        single = train_run(cfg)
+        assert rec["key"] == single["key"] and rec["status"] == single["status"] == "ok"
+        # Same code path; only batched-kernel rounding can differ (1e-6 relative per step,
+        # amplified at most ~100x by a few short epochs), so 1e-4 is generous yet far
+        # below any difference between configs (those move log D by > 1e-2).
+        assert rec["train_loss"] == pytest.approx(single["train_loss"], rel=1e-4)
+        assert rec["log_d"] == pytest.approx(single["log_d"], rel=1e-4, abs=1e-4)
+        assert rec["c"] == pytest.approx(single["c"], abs=1e-3)
+        assert abs(rec["test_acc"] - single["test_acc"]) <= 2 / 360  # at most 2 test digits
+
+
+def test_diverging_member_is_frozen_and_others_untouched():
+    sgd = BASE.replace(optimizer="sgd", lr=0.05, epochs=6)
+    configs = [sgd.replace(seed=1), sgd.replace(seed=2, lr=1e6), sgd.replace(seed=3, slope=0.3)]
+    recs = train_group(configs)
+    assert [r["status"] for r in recs] == ["ok", "diverged", "ok"]
+    assert recs[1]["epochs_run"] < 6 and recs[1]["log_d"] == []
+    for rec, cfg in ((recs[0], configs[0]), (recs[2], configs[2])):
+        single = train_run(cfg)
+        assert rec["epochs_run"] == single["epochs_run"] == 6
+        assert rec["log_d"] == pytest.approx(single["log_d"], rel=1e-4, abs=1e-4)
+
+
+def test_early_stopped_member_keeps_its_state():
+    fast, slow = BASE.replace(seed=1, lr=2e-2, stop_loss=1.0), BASE.replace(seed=2, lr=1e-4, stop_loss=1.0)
+    recs = train_group([fast, slow])
+    assert recs[0]["stop_reason"] == "loss" and recs[0]["epochs_run"] < 4
+    assert recs[1]["stop_reason"] == "epochs" and recs[1]["epochs_run"] == 4
+    for rec, cfg in zip(recs, (fast, slow)):
+        single = train_run(cfg)
+        assert rec["epochs_run"] == single["epochs_run"]
+        assert rec["log_d"] == pytest.approx(single["log_d"], rel=1e-4, abs=1e-4)
+
+
+def test_group_key():
+    assert group_key(BASE) == group_key(BASE.replace(seed=4, slope=0.4, lr=0.1, noise=0.3,
+                                                     dropout=0.2, init="kaiming"))
+    assert group_key(BASE) != group_key(BASE.replace(width=64))
+    assert group_key(BASE) != group_key(BASE.replace(batch_size=10))
+    cnn = BASE.replace(arch="cnn")
+    assert group_key(cnn) != group_key(cnn.replace(seed=5))
+
+
+def test_train_group_checks_its_input():
+    with pytest.raises(ValueError, match="width"):
+        train_group([BASE, BASE.replace(width=64)])
+    with pytest.raises(ValueError, match="at least one"):
+        train_group([])
+    with pytest.raises(TypeError, match="RunConfig"):
+        train_group([BASE, "x"])
+    with pytest.raises(ValueError, match="batch_size"):
+        train_run(BASE.replace(batch_size=1))
+
+
+def test_last_batch_of_one_is_skipped_with_batchnorm():
+    rec = train_run(BASE.replace(n_train=129, epochs=1))  # batches 128 + 1
+    assert rec["status"] == "ok" and rec["epochs_run"] == 1
+
+
+def test_max_group_size_scales_with_the_model():
+    small = max_group_size(BASE, device="cpu")
+    big = max_group_size(BASE.replace(width=1000, batch_size=0), device="cpu")
+    assert 1 <= big < small
+    assert max_group_size(BASE.replace(arch="cnn"), device="cpu") == 1
+
+
+def test_member_leaky_relu_gradient_matches_autograd():
+    from dnn_spring.batched import _MemberLeakyReLU
+
+    x = torch.randn(7, 3, 5, dtype=torch.float64)
+    x[0, :, 0] = 0.0  # the kink: PyTorch takes the negative side
+    slope = torch.tensor([0.0, 0.3, 1.0], dtype=torch.float64)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    g = torch.randn_like(x)
+    (ga,) = torch.autograd.grad(_MemberLeakyReLU.apply(xa, slope), xa, g)
+    ref = torch.stack([torch.nn.functional.leaky_relu(xb[:, i], float(a)) for i, a in enumerate(slope)], 1)
+    (gb,) = torch.autograd.grad(ref, xb, g)
+    torch.testing.assert_close(ga, gb)
+    torch.testing.assert_close(_MemberLeakyReLU.apply(x, slope), ref.detach())

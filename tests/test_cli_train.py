@@ -1,0 +1,96 @@
+"""``dnn-spring train``: a real run, --out, --help, and one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dnn_spring.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+SMALL = ["--depth", "4", "--width", "16", "--epochs", "2", "--no-progress"]
+
+
+def test_train_prints_table_and_writes_record(tmp_path, capsys):
+    out = tmp_path / "sub" / "run.json"
+    assert main(["train", *SMALL, "--slope", "0.3", "--seed", "5", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    for word in ("log D", "input_bn", "(logits)", "test acc", "regime", "status ok"):
+        assert word in text
+    record = json.loads(out.read_text())
+    assert record["slope"] == 0.3 and record["seed"] == 5 and record["depth"] == 4
+    assert record["status"] == "ok" and len(record["log_d"]) == 5
+
+
+def test_every_config_field_has_a_flag(capsys):
+    from dnn_spring.config import flat_field_names
+
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for field in flat_field_names():
+        flag = {"batchnorm": "--no-batchnorm"}.get(field, "--" + field.replace("_", "-"))
+        assert flag in text, flag
+    assert "--device" in text and "--out" in text
+
+
+BAD = [
+    (["--slope", "1.5"], "`slope` must be in"),
+    (["--noise", "-0.1"], "`noise` must be in"),
+    (["--dropout", "1"], "`dropout` must be < 1"),
+    (["--lr", "0"], "`lr` must be in"),
+    (["--batch-size", "-2"], "`batch_size` must be in"),
+    (["--epochs", "0"], "`epochs` must be in"),
+    (["--optimizer", "lbfgs"], "`optimizer` must be one of"),
+    (["--dataset", "imagenet"], "`dataset` must be one of"),
+    (["--arch", "rnn"], "`arch` must be one of"),
+    (["--init", "xavier"], "`init` must be one of"),
+    (["--depth", "1"], "`depth` must be in"),
+    (["--width", "0"], "`width` must be in"),
+    (["--init-scale", "0"], "`init_scale` must be in"),
+    (["--temperature", "-1"], "`temperature` must be in"),
+    (["--curve-every", "-1"], "`curve_every` must be in"),
+    (["--n-train", "-5"], "`n_train` must be in"),
+    (["--channels", "0"], "`channels` must be in"),
+    (["--device", "tpu"], "`device` must be"),
+    (["--epochs", "ten"], "invalid int value"),
+    (["--lr", "fast"], "invalid float value"),
+    (["--seed", "1.5"], "invalid int value"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD, ids=[a[0] for a, _ in BAD])
+def test_bad_flag_value_is_one_line_and_exit_2(argv, message, capsys):
+    try:
+        status = main(["train", *argv, "--no-progress"])
+    except SystemExit as exc:  # argparse type errors
+        status = exc.code
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.count("\n") == 1 and err.startswith("dnn-spring train: error: "), err
+    assert message in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present")
+def test_cuda_unavailable_is_one_line(capsys):
+    assert main(["train", "--device", "cuda"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_console_script_exit_status():
+    proc = subprocess.run([sys.executable, "-c", "import sys; from dnn_spring.cli import main; sys.exit(main())",
+                           "train", "--slope", "7"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "`slope`" in proc.stderr

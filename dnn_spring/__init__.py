@@ -14,6 +14,20 @@ from dnn_spring.hessian import hessian_top_eigenvalue, hessian_trace
 from dnn_spring.metrics import FuzzinessAccumulator, separation_fuzziness, separation_stats
 from dnn_spring.models import CNN, MLP, build_model, init_cnn_parameters, init_mlp_parameters
 from dnn_spring.shape import LoadShape, load_shape
+from dnn_spring.train import train_run
+from dnn_spring.batched import train_group
+from dnn_spring.grids import SWEEPS, expand_grid
+from dnn_spring.records import collect, load_table
+from dnn_spring.sweep import run_sweep
+from dnn_spring.plots import curvature_map, four_panel, phase_diagram, trajectory_grid
+from dnn_spring.spring import (
+    FirstOrderConfig,
+    LangevinConfig,
+    scan_phase_diagram,
+    simulate_first_order,
+    simulate_langevin,
+    simulate_langevin_batch,
+)
 
 __all__ = [
     "__version__",
@@ -37,4 +51,21 @@ __all__ = [
     "load_dataset",
     "hessian_top_eigenvalue",
     "hessian_trace",
+    "train_run",
+    "train_group",
+    "SWEEPS",
+    "expand_grid",
+    "run_sweep",
+    "collect",
+    "load_table",
+    "phase_diagram",
+    "four_panel",
+    "curvature_map",
+    "trajectory_grid",
+    "FirstOrderConfig",
+    "LangevinConfig",
+    "simulate_first_order",
+    "simulate_langevin",
+    "simulate_langevin_batch",
+    "scan_phase_diagram",
 ]

@@ -9,12 +9,7 @@ from dnn_spring.data import load_dataset
 from dnn_spring.train import train_run
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 BASE = RunConfig().replace(depth=4, width=32, epochs=4, batch_size=128)

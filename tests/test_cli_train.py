@@ -10,12 +10,7 @@ import torch
 from dnn_spring.cli import main
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SMALL = ["--depth", "4", "--width", "16", "--epochs", "2", "--no-progress"]

@@ -11,13 +11,7 @@ from dnn_spring.config import RunConfig
 from dnn_spring.train import BatchedOptimizer, add_data_noise, resolve_device, train_run
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # 2 shared cores: an OpenMP team of 2 under contention is ~20x slower.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = RunConfig().replace(depth=4, width=32, epochs=3, batch_size=256)

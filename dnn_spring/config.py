@@ -176,10 +176,14 @@ class RunConfig:
         unknown = sorted(set(flat) - known)
         if unknown:
             raise ValueError(f"unknown config keys {unknown}; known keys are {sorted(known)}")
-        parts = {}
+        parts, errors = {}, []
         for part, klass in _PARTS:
             names = {f.name for f in fields(klass)}
-            parts[part] = klass(**{k: v for k, v in flat.items() if k in names})
+            try:
+                parts[part] = klass(**{k: v for k, v in flat.items() if k in names})
+            except ValueError as exc:
+                errors.append(str(exc))
+        _raise(errors)  # every invalid field of every part in one message
         return cls(**parts, seed=int(flat.get("seed", 0)))
 
     def replace(self, **changes) -> "RunConfig":

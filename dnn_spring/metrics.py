@@ -178,9 +178,11 @@ class FuzzinessAccumulator:
             raise ValueError(f"feature width changed between passes{self._where()}: {self._p} then {x.shape[1]}")
         if y.numel() and int(y.max()) >= self._means.shape[0]:
             raise ValueError(f"label {int(y.max())} was not seen in the first pass{self._where()}")
-        z = x - self._means[y]
-        self._d_sum += float(((z @ self._proj) ** 2).sum())
-        self._w_sum += float((z**2).sum())
+        z = self._means[y]  # a fresh gather, so it can be overwritten in place
+        z.neg_().add_(x)  # x - μ_y without a second N×p buffer
+        proj = z @ self._proj
+        self._d_sum += float(torch.dot(proj.ravel(), proj.ravel()))
+        self._w_sum += float(torch.dot(z.ravel(), z.ravel()))
         self._n_within += z.shape[0]
         if self._sw is not None:
             self._sw.addmm_(z.T, z)

@@ -89,3 +89,17 @@ def test_console_script_exit_status():
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "`slope`" in proc.stderr
+
+
+def test_every_invalid_field_is_named_at_once(capsys):
+    assert main(["train", "--slope", "2", "--lr", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "`slope`" in err[0] and "`lr`" in err[0]
+
+
+def test_unknown_flag_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--bogus"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--bogus" in err[0]

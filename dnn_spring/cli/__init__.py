@@ -15,13 +15,20 @@ __all__ = ["main", "build_parser"]
 _COMMAND_MODULES = ("train", "sweep", "spring")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (sub-parsers inherit it)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the full argument parser with every sub-command registered."""
     import importlib
 
     from dnn_spring import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dnn-spring",
         description="Load curves, phase diagrams and spring-block chains "
         "(spring-block theory of feature learning in deep nets).",

@@ -9,7 +9,6 @@ forward hook feeds a streaming :class:`~dnn_spring.metrics.FuzzinessAccumulator`
 from __future__ import annotations
 
 import difflib
-import math
 from typing import Callable, Iterable, Sequence
 
 import numpy as np

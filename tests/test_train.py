@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from dnn_spring import train as train_mod
 from dnn_spring.config import RunConfig
-from dnn_spring.train import BatchedOptimizer, add_data_noise, resolve_device, train_run
+from dnn_spring.optim import BatchedOptimizer
+from dnn_spring.train import add_data_noise, resolve_device, train_run
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -43,7 +43,7 @@ def _all_fields() -> dict:
 
 
 def _add_field_flags(parser, skip=()) -> None:
-    group = parser.add_argument_group("chain configuration (defaults: SPEC §7 references)")
+    group = parser.add_argument_group("chain configuration (defaults: the paper's reference settings)")
     for name, (kind, notes) in _all_fields().items():
         if name in skip:
             continue
@@ -176,7 +176,7 @@ def _cmd_trajectories(args) -> int:
 
 def add_parser(subparsers) -> None:
     """Register ``dnn-spring spring {simulate,phase-diagram,trajectories}``."""
-    spring = subparsers.add_parser("spring", help="spring-block chains (SPEC §7)",
+    spring = subparsers.add_parser("spring", help="spring-block chains: simulate, phase diagram, trajectories",
                                    description=__doc__.split("\n\n")[0])
     sub = spring.add_subparsers(dest="spring_command", metavar="SUBCOMMAND")
     spring.set_defaults(func=lambda args: (spring.print_help(), 2)[1])

@@ -24,7 +24,7 @@ def _add_sweep(subparsers) -> None:
         "sweep", help="run a phase-diagram sweep (resumable)",
         description="Train every config of a sweep grid that has no finished record in the "
         "results folder; one JSON record per run. Rerun to resume after a kill.")
-    p.add_argument("sweep", choices=sorted(SWEEPS), help="which sweep (SPEC §6)")
+    p.add_argument("sweep", choices=sorted(SWEEPS), help="which sweep of the paper's phase diagrams")
     p.add_argument("--preset", choices=PRESETS, default="paper",
                    help="paper: the paper's grid, seeds and epochs; quick: coarse grid on digits")
     p.add_argument("--dataset", help="override the data set of every run")

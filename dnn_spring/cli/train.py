@@ -60,7 +60,7 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
         help="train one network and measure its load curve",
-        description="Train one network (SPEC §4-5), then measure its load curve on the clean "
+        description="Train one network (the paper's MLP or CNN), then measure its load curve on the clean "
         "training set and print it with the accuracies and the curve's shape (v, c, regime).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

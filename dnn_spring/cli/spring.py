@@ -76,17 +76,10 @@ def _add_common(parser, *, out_default) -> None:
 
 
 def _save(fig, args) -> None:
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    written = [str(out)]
-    if args.pdf:
-        fig.savefig(out.with_suffix(".pdf"))
-        written.append(str(out.with_suffix(".pdf")))
-    import matplotlib.pyplot as plt
+    from dnn_spring._style import save_figure
 
-    plt.close(fig)
-    print("wrote " + ", ".join(written), file=sys.stderr)
+    written = save_figure(fig, args.out, pdf=args.pdf)
+    print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
 
 
 def _simulate(config, args, **kw):

@@ -162,7 +162,7 @@ def _add_plot(subparsers) -> None:
 
 def _run_plot(args) -> int:
     from dnn_spring import plots
-    from dnn_spring._style import figure_style
+    from dnn_spring._style import save_figure
     from dnn_spring.records import load_table
 
     sources = args.source if isinstance(args.source, list) else [args.source]
@@ -182,12 +182,7 @@ def _run_plot(args) -> int:
         else:
             fig = plots.trajectory_grid(tables[0], axis=args.axis, title=title)
         default = f"figs/{prefix}_{names[0]}.png"
-    out = Path(args.out or default)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    written = [out, out.with_suffix(".pdf")] if args.pdf else [out]
-    with figure_style():  # its savefig settings (dpi, tight bbox)
-        for path in written:
-            fig.savefig(path)
+    written = save_figure(fig, args.out or default, pdf=args.pdf)
     print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
     return 0
 

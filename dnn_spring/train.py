@@ -167,7 +167,9 @@ def curve_log_d(model, data) -> list:
     """log D per load-curve point on the clean training set (eval mode)."""
     from .capture import load_curve
 
-    frame = load_curve(model, data.x_train, labels=data.y_train, n_classes=data.n_classes)
+    # Only log D is kept: skip the p×p inverse-fuzziness pass at every recorded epoch.
+    frame = load_curve(model, data.x_train, labels=data.y_train, n_classes=data.n_classes,
+                       inverse=False)
     return [_finite(v) for v in frame["log_d"]]
 
 

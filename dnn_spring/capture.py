@@ -20,6 +20,7 @@ from dnn_spring.metrics import (
     DEFAULT_MAX_INVERSE_WIDTH,
     DEFAULT_RTOL,
     FuzzinessAccumulator,
+    _pairs,
     probe_stats,
 )
 
@@ -114,14 +115,7 @@ def _iter_data(data, labels, batch_size: int) -> Callable[[], Iterable]:
     if iter(data) is data:
         raise TypeError("`data` is read twice: pass a tensor, a DataLoader or a list of batches, "
                         "not a one-shot iterator")
-
-    def batches():
-        for item in data:
-            if not isinstance(item, (tuple, list)) or len(item) < 2:
-                raise ValueError("data with no labels: each batch must be (inputs, labels)")
-            yield item[0], item[1]
-
-    return batches
+    return lambda: _pairs(data)
 
 
 def _output_tensor(output, name: str) -> torch.Tensor:

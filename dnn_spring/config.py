@@ -108,6 +108,7 @@ class DataConfig:
         _check_choice(e, "dataset", self.dataset, DATASETS)
         _check_range(e, "n_train", self.n_train, 0)
         _check_range(e, "image_size", self.image_size, 1)
+        _check_range(e, "data_seed", self.data_seed, 0)
         _raise(e)
 
 

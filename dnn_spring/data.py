@@ -138,6 +138,16 @@ def _missing(name: str, folder: str, what: str) -> FileNotFoundError:
     )
 
 
+def _unreadable(name: str, folder: str, err: Exception) -> FileNotFoundError:
+    # The same type as `_missing`: the CLI prints it as one line, callers catch one type.
+    lines = str(err).strip().splitlines()
+    cause = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+    return FileNotFoundError(
+        f"{name} files under {folder} could not be read and look corrupt ({cause}); "
+        f"delete them to download them again"
+    )
+
+
 # --------------------------------------------------------------------------- loaders
 
 
@@ -164,15 +174,22 @@ _MNIST_FILES = (
 )
 
 
-def _torchvision_split(klass, root: str, folder: str, name: str, what: str):
-    """(train, test) torchvision data sets, downloading once if they are missing."""
+def _torchvision_split(klass, root: str, folder: str, name: str, what: str, files):
+    """(train, test) torchvision data sets, downloading once if they are missing.
+
+    ``files`` are the names torchvision reads in ``folder``: when all of them
+    are there and still fail to load, the error says they look corrupt rather
+    than missing.
+    """
     try:
         return klass(root, train=True), klass(root, train=False)
-    except RuntimeError:
-        pass
+    except Exception as err:  # missing: RuntimeError; corrupt: RuntimeError, AssertionError, ...
+        first = err
     try:
         return klass(root, train=True, download=True), klass(root, train=False)
     except Exception as err:  # offline: URLError, RuntimeError, OSError, ...
+        if all(os.path.isfile(os.path.join(folder, f)) for f in files):
+            raise _unreadable(name, folder, first) from first
         raise _missing(name, folder, what) from err
 
 
@@ -182,7 +199,8 @@ def _load_mnist_like(config: DataConfig):
     klass = datasets.MNIST if config.dataset == "mnist" else datasets.FashionMNIST
     name = klass.__name__
     folder = os.path.join(config.data_root, name, "raw")
-    train, test = _torchvision_split(klass, config.data_root, folder, name, _MNIST_FILES)
+    files = [os.path.splitext(os.path.basename(url))[0] for url, _ in klass.resources]
+    train, test = _torchvision_split(klass, config.data_root, folder, name, _MNIST_FILES, files)
     idx = _subset(len(train.targets), config.n_train or DEFAULT_N_TRAIN, config.data_seed, name)
     x_tr = _resize(train.data[idx][:, None], config.image_size)
     x_te = _resize(test.data[:, None], config.image_size)
@@ -194,7 +212,9 @@ def _load_cifar10(config: DataConfig):
 
     folder = os.path.join(config.data_root, "cifar-10-batches-py")
     what = f"cifar-10-python.tar.gz in {config.data_root} (or its extracted cifar-10-batches-py)"
-    train, test = _torchvision_split(datasets.CIFAR10, config.data_root, folder, "CIFAR-10", what)
+    klass = datasets.CIFAR10
+    files = [f for f, _ in klass.train_list + klass.test_list] + [klass.meta["filename"]]
+    train, test = _torchvision_split(klass, config.data_root, folder, "CIFAR-10", what, files)
     targets = torch.as_tensor(train.targets, dtype=torch.long)
     idx = _subset(len(targets), config.n_train or DEFAULT_N_TRAIN, config.data_seed, "CIFAR-10")
     # torchvision keeps CIFAR as (N, H, W, C) uint8
@@ -250,7 +270,8 @@ def load_dataset(config: DataConfig, *, device="cpu", flatten: bool | None = Non
     Raises
     ------
     FileNotFoundError
-        A torchvision data set is neither under ``data_root`` nor downloadable.
+        A torchvision data set is neither under ``data_root`` nor downloadable,
+        or its files there cannot be read (corrupt or truncated).
     ValueError
         ``n_train`` larger than the training split.
     """

@@ -39,6 +39,7 @@ logger = logging.getLogger("dnn_spring.plots")
 AXIS_LABELS = {"noise": "data noise p", "lr": "learning rate", "dropout": "dropout p",
                "batch_size": "batch size"}
 _CELL_IN = 0.6  # inches per cell
+_PANEL_GAP_IN = 0.35  # between `four_panel` panels: a colour-bar label clears the next panel
 _ACC_CMAP = ListedColormap(plt.get_cmap("Greys_r")(np.linspace(0.3, 0.97, 256)), name="acc_grey")
 # Fields that may differ between the runs of one panel.
 _VARYING_OK = set(NOISE_AXES) | {"slope", "seed", "key"}
@@ -252,9 +253,16 @@ def four_panel(tables, *, axes=None, titles=None):
     n_rows = -(-len(tables) // n_cols)
     width = max(sum(s[0] for s in sizes[r * n_cols:(r + 1) * n_cols]) for r in range(n_rows))
     height = sum(max(s[1] for s in sizes[r * n_cols:(r + 1) * n_cols]) for r in range(n_rows))
+    width += _PANEL_GAP_IN * (n_cols - 1)
+    height += 0.3 * n_rows + _PANEL_GAP_IN * (n_rows - 1)
     with figure_style():
-        fig = _new_figure((width, height + 0.3 * n_rows))
-        subfigs = np.atleast_1d(fig.subfigures(n_rows, n_cols, squeeze=False).ravel())
+        fig = _new_figure((width, height))
+        # The subfigure grid's own wspace/hspace override the layout engine's zero spacing
+        # (which keeps the cells of a panel touching); constrained layout then leaves
+        # wspace / n_cols of the figure width between neighbouring panels.
+        wspace, hspace = n_cols * _PANEL_GAP_IN / width, n_rows * _PANEL_GAP_IN / height
+        subfigs = fig.subfigures(n_rows, n_cols, squeeze=False, wspace=wspace,
+                                 hspace=hspace).ravel()
         for sub, table, axis, title in zip(subfigs, tables, axes, titles):
             _draw_panel(sub, table, axis=axis, title=title)
     return fig

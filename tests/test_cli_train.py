@@ -58,6 +58,7 @@ BAD = [
     (["--curve-every", "-1"], "`curve_every` must be in"),
     (["--n-train", "-5"], "`n_train` must be in"),
     (["--channels", "0"], "`channels` must be in"),
+    (["--data-seed", "-1"], "`data_seed` must be in [0, inf), got -1"),
     (["--device", "tpu"], "`device` must be"),
     (["--epochs", "ten"], "invalid int value"),
     (["--lr", "fast"], "invalid float value"),

@@ -148,6 +148,41 @@ def test_missing_files_one_line_error(tmp_path, name, where):
     assert "the download failed" in message and "`data_root`" in message
 
 
+def _truncated_mnist(root, monkeypatch):
+    _fake_mnist(root)
+    path = root / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:1000])
+
+
+def _garbled_cifar(root, monkeypatch):
+    _fake_cifar(root, monkeypatch)
+    (root / "cifar-10-batches-py" / "test_batch").write_bytes(b"not a pickle")  # md5 fails
+
+
+@pytest.mark.parametrize(
+    "name, where, spoil, cause",
+    [
+        ("mnist", "MNIST/raw", _truncated_mnist, "RuntimeError: shape"),
+        ("cifar10", "cifar-10-batches-py", _garbled_cifar, "RuntimeError: Dataset not found or"),
+    ],
+)
+def test_corrupt_files_one_line_error(tmp_path, monkeypatch, name, where, spoil, cause):
+    spoil(tmp_path, monkeypatch)
+    with pytest.raises(FileNotFoundError) as info:
+        load_dataset(DataConfig(dataset=name, data_root=str(tmp_path), n_train=10))
+    message = str(info.value)
+    assert "\n" not in message and "not found under" not in message
+    assert f"files under {tmp_path / where} could not be read and look corrupt ({cause}" in message
+    assert "delete them to download them again" in message
+
+
+def test_incomplete_files_are_reported_missing(tmp_path):
+    _fake_mnist(tmp_path)
+    (tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(FileNotFoundError, match="MNIST files not found under .*download failed"):
+        load_dataset(DataConfig(dataset="mnist", data_root=str(tmp_path), n_train=10))
+
+
 # --------------------------------------------------------------------------- CIFAR-10
 
 

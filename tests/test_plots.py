@@ -118,6 +118,23 @@ def test_four_panel_curvature_and_trajectories():
     assert len(lines) == 5 and list(lines[0].get_xdata()) == [0, 5, 10]
 
 
+def test_four_panel_keeps_panels_apart():
+    # A panel's colour-bar label must not run into the slope label of the panel on its right.
+    tables = [synthetic_table(a, v) for a, v in [("noise", (0.0, 0.8)), ("lr", (1e-3, 0.1)),
+                                                  ("dropout", (0.0, 0.2)),
+                                                  ("batch_size", (10, 0))]]
+    fig = plots.four_panel(tables, titles=["ns", "lr", "dp", "bm"])
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    (top_left, top_right), (bottom_left, _) = [
+        [sub.get_tightbbox(renderer) for sub in row] for row in np.reshape(fig.subfigs, (2, 2))]
+    assert (top_right.x0 - top_left.x1) / fig.dpi > 0.2  # inches
+    assert (top_left.y0 - bottom_left.y1) / fig.dpi > 0.2
+    cells = cell_axes(fig.subfigs[0])
+    left, right = cells[(0.0, 0.8)].get_window_extent(), cells[(0.0, 0.0)].get_window_extent()
+    assert right.x0 - left.x1 < 0.05 * fig.dpi  # the cells of one panel still touch
+
+
 def test_plot_cli_writes_files(tmp_path):
     table = save_table(synthetic_table(trajectory=True), tmp_path / "ns.parquet")
     out = tmp_path / "figs" / "pd.png"

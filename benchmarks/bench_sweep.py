@@ -83,6 +83,36 @@ def _bmm_rate(config, n_in, n_out, batch, members, device, seconds=2.0) -> float
     return flops * reps / (time.perf_counter() - start) / 1e9
 
 
+def _plain_torch_run(config, data, device) -> None:
+    """Training as a plain PyTorch script would do it (the context line of the report).
+
+    ``nn.Module`` MLP, ``torch.optim.Adam``, a shuffling ``DataLoader`` over a
+    ``TensorDataset`` (per-sample indexing, then collation) and the same
+    data/label noise per batch.  No early stopping; no evaluation.
+    """
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from dnn_spring.models import MLP
+    from dnn_spring.train import add_data_noise
+
+    gen = torch.Generator().manual_seed(config.seed)
+    model = MLP(config.model, data.x_train.shape[1], data.n_classes, generator=gen).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=config.train.lr)
+    bs = config.train.batch_size or data.n_train
+    loader = DataLoader(TensorDataset(data.x_train, data.y_train), batch_size=bs, shuffle=True,
+                        generator=gen)
+    x_std = float(data.x_train.std())
+    model.train()
+    for _ in range(config.train.epochs):
+        for xb, yb in loader:
+            xb, yb = add_data_noise(xb, yb, config.train.noise, x_std=x_std,
+                                    n_classes=data.n_classes, generator=gen)
+            loss = torch.nn.functional.cross_entropy(model(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+
 def _time(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -103,16 +133,20 @@ def _bench(name, configs, device, data, single_runs, group_size):
     t_batch_train = _time(lambda: [_Ensemble(g, data, device).fit() for g in groups])
     t_single_train = _time(lambda: [_Ensemble([c], data, device).fit()
                                     for c in configs[:single_runs]])
+    t_plain = _time(lambda: [_plain_torch_run(c, data, device) for c in configs[:single_runs]])
     per_b, per_s = t_batch / len(configs), t_single / single_runs
     per_bt, per_st = t_batch_train / len(configs), t_single_train / single_runs
+    per_p = t_plain / single_runs
     print(f"end to end (train + eval)  batched {per_b:8.3f} s/run   one at a time "
           f"{per_s:8.3f} s/run (timed {single_runs}, extrapolated)   ratio {per_s / per_b:6.1f}x")
     print(f"training only              batched {per_bt:8.3f} s/run   one at a time "
           f"{per_st:8.3f} s/run   ratio {per_st / per_bt:6.1f}x")
+    print(f"context: plain PyTorch loop (nn.Module, torch.optim.Adam, DataLoader), training only "
+          f"{per_p:8.3f} s/run   batched is {per_p / per_bt:6.1f}x faster")
     flops = _matmul_flops(configs[0], n_in, n_out, n, len(configs)) * epochs
     achieved = flops / t_batch_train / 1e9
     batch = _step_batches(n, bs)[0]
-    rate = _bmm_rate(configs[0], n_in, n_out, batch, size, device)
+    rate = _bmm_rate(configs[0], n_in, n_out, batch, len(groups[0]), device)
     print(f"matmul throughput          batched trainer {achieved:7.1f} GFLOP/s   torch.bmm at "
           f"the same shapes {rate:7.1f} GFLOP/s   efficiency {100 * achieved / rate:5.1f}%")
 

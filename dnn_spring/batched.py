@@ -31,7 +31,7 @@ stats updated in place, exactly PyTorch's rule) and LeakyReLU with one slope
 per member is the native ``prelu`` with the member axis as channels
 (:class:`_MemberLeakyReLU`, with a cheaper backward); the
 Linear layers are batched products (``torch.baddbmm`` / ``torch.bmm``) that
-read and write that layout without copies (:class:`_MemberLinear`).  Measured
+read that layout without copies (:class:`_MemberLinear`).  Measured
 on the 2-core CPU (1 thread, N = 60, width 100, depth 8), forward + backward
 per step: 29 ms vs 34 ms for ``torch.func.vmap(grad(...))`` at batch 10, and
 3.8 s vs 8.1 s at batch 2560 (vmap without running stats, i.e. doing less).
@@ -63,10 +63,11 @@ MEMBER_FIELDS = frozenset({"seed", "slope", "dropout", "lr", "noise", "init", "i
 _BN_MOMENTUM, _BN_EPS = 0.1, 1e-5
 _MAX_MEMBERS = 512
 # On a CPU a group pays once one layer's activations outgrow the caches.  Measured
-# (1 thread, width 100, s/run for groups of 1/2/4/8): full batch 2560: 0.26/0.28/
-# 0.36/0.36; batch 640: 0.114/0.111/0.147/0.150; batch 160: 0.127/0.106/0.124/0.118.
-# 512 KiB per layer gives 1 member at full batch, 2 at 640, 8 at 160, 128 at 10.
-_CPU_LAYER_BYTES = 2**19
+# (2 threads, width 100, ms per member and step for groups of 1/2/4/8): full batch
+# 2560: 21.4/18.0/16.4/18.5; batch 640: 8.4/6.0/5.5/4.6 (16: 5.6); batch 160:
+# 4.4/-/1.9/1.4 (16, 32: 1.4).  With 1 thread: 30.3/27.8/27.1 and 10.5/8.4/7.5/7.6.
+# 2 MiB per layer gives 2 members at full batch, 8 at 640, 32 at 160, 512 at 10.
+_CPU_LAYER_BYTES = 2**21
 
 
 def group_key(config: RunConfig) -> tuple:
@@ -130,21 +131,41 @@ def max_group_size(config: RunConfig, *, device="cpu") -> int:
     return int(max(1, size))
 
 
+# Below this batch size a batched product into a contiguous (N, B, out) result
+# plus one transposing copy beats writing the (B, N, out) layout directly
+# (measured, 2 threads, width 100: 325 vs 658 us forward + input gradient at
+# B=10, N=60; equal at B=160; the direct write wins at B=640 and up).
+_COPY_BELOW_BATCH = 256
+
+
+def _interleaved_bmm(x: Tensor, weight: Tensor, bias: "Tensor | None" = None) -> Tensor:
+    """``x[:, n] @ weight[n] (+ bias[n])`` for every member n, in (B, N, out) layout."""
+    if x.shape[0] < _COPY_BELOW_BATCH:
+        out = (torch.bmm(x.transpose(0, 1), weight) if bias is None
+               else torch.baddbmm(bias.unsqueeze(1), x.transpose(0, 1), weight))
+        return out.transpose(0, 1).contiguous()
+    out = x.new_empty(x.shape[0], x.shape[1], weight.shape[2])
+    if bias is None:
+        torch.bmm(x.transpose(0, 1), weight, out=out.transpose(0, 1))
+    else:
+        torch.baddbmm(bias.unsqueeze(1), x.transpose(0, 1), weight, out=out.transpose(0, 1))
+    return out
+
+
 class _MemberLinear(torch.autograd.Function):
     """Per-member ``x @ W^T + b`` in member-interleaved layout.
 
     x (B, N, in) and the output (B, N, out) keep the member on axis 1 so that
     BatchNorm and PReLU run as PyTorch's native kernels with N·width channels;
-    the batched products read and write these layouts in place (no transposed
-    copies).  W^T has shape (N, in, out), b (N, out).
+    the batched products read these layouts in place (and write them in place
+    at large batches, see :func:`_interleaved_bmm`).  W^T has shape
+    (N, in, out), b (N, out).
     """
 
     @staticmethod
     def forward(ctx, x, weight_t, bias):
-        out = x.new_empty(x.shape[0], x.shape[1], weight_t.shape[2])
-        torch.baddbmm(bias.unsqueeze(1), x.transpose(0, 1), weight_t, out=out.transpose(0, 1))
         ctx.save_for_backward(x, weight_t)
-        return out
+        return _interleaved_bmm(x, weight_t, bias)
 
     @staticmethod
     def backward(ctx, grad):
@@ -152,8 +173,7 @@ class _MemberLinear(torch.autograd.Function):
         grad = grad.contiguous()
         grad_x = None
         if ctx.needs_input_grad[0]:
-            grad_x = grad.new_empty(x.shape)
-            torch.bmm(grad.transpose(0, 1), weight_t.transpose(1, 2), out=grad_x.transpose(0, 1))
+            grad_x = _interleaved_bmm(grad, weight_t.transpose(1, 2))
         grad_w = torch.bmm(x.transpose(0, 1).transpose(1, 2), grad.transpose(0, 1))
         return grad_x, grad_w, grad.sum(0)
 
@@ -240,12 +260,14 @@ class _Ensemble:
         if not any(self.dropout):
             return None
         width = self.params["blocks.0.linear.weight"].shape[2]
-        mult = torch.ones(self.hidden, batch, len(self.ids), width, device=self.device)
+        shape = (self.hidden, batch, len(self.ids), width)
+        mult = (torch.empty(shape, device=self.device) if all(self.dropout)
+                else torch.ones(shape, device=self.device))
         for pos, p in enumerate(self.dropout):
             if p > 0:
                 g = self.gens[pos]["dropout"]
                 u = torch.rand(self.hidden, batch, width, generator=g, device=g.device)
-                mult[:, :, pos] = (u >= p).to(mult.dtype).to(self.device) / (1 - p)
+                mult[:, :, pos] = u.ge_(p).div_(1 - p)  # in place: 1/(1-p) where u >= p, else 0
         return mult
 
     def losses(self, x: Tensor, y: Tensor) -> Tensor:
@@ -289,9 +311,7 @@ class _Ensemble:
 
         state = {k: t[pos].detach().T if k in self.transposed else t[pos].detach()
                  for k, t in {**self.params, **self.buffers}.items()}
-        model = MLP(self.configs[self.ids[pos]].model, self.n_in, self.n_out, seed=0)
-        model.load_state_dict(state)
-        return model.to(self.device)
+        return MLP(self.configs[self.ids[pos]].model, self.n_in, self.n_out, state=state)
 
     def retire(self, reasons: dict) -> None:
         """Copy out the members ``{pos: stop_reason}`` and drop them from the stack."""

@@ -197,11 +197,15 @@ class MLP(nn.Module):
         ``seed`` nor ``generator`` is given).
     generator : torch.Generator, optional
         Generator to draw the initialisation from (advanced in place).
+    state : dict of str to Tensor, optional
+        A full state dict to start from instead (no draws; ``seed`` and
+        ``generator`` are then ignored).  The module lives on its device.
     """
 
     logits_layer = "head"
 
-    def __init__(self, config: ModelConfig, n_in: int, n_out: int, *, seed=None, generator=None):
+    def __init__(self, config: ModelConfig, n_in: int, n_out: int, *, seed=None, generator=None,
+                 state=None):
         super().__init__()
         _check_model_config(config)
         self.config = config
@@ -209,7 +213,8 @@ class MLP(nn.Module):
         self.n_out = _check_positive("n_out", n_out)
         for name, child in _mlp_children(config, n_in, n_out).items():
             self.add_module(name, child)
-        state = init_mlp_parameters(config, n_in, n_out, generator=_generator(seed, generator))
+        if state is None:
+            state = init_mlp_parameters(config, n_in, n_out, generator=_generator(seed, generator))
         self.to_empty(device=state["head.weight"].device)
         self.load_state_dict(state, strict=True)
 

@@ -142,3 +142,39 @@ def test_member_leaky_relu_gradient_matches_autograd():
     (gb,) = torch.autograd.grad(ref, xb, g)
     torch.testing.assert_close(ga, gb)
     torch.testing.assert_close(_MemberLeakyReLU.apply(x, slope), ref.detach())
+
+
+@pytest.mark.parametrize("batch", [10, 300])  # both layouts of the batched products
+def test_losses_and_gradients_match_the_nn_module(batch):
+    # Independent reference: each member exported as a plain nn.Module MLP,
+    # trained mode, cross-entropy and gradients by ordinary autograd.
+    members = [m.replace(dropout=0.0) for m in MEMBERS]
+    ens = _Ensemble(members, DATA, torch.device("cpu"))
+    models = [ens.export(i).train() for i in range(len(members))]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, len(members), DATA.x_train.shape[1], generator=gen)
+    y = torch.randint(DATA.n_classes, (batch, len(members)), generator=gen)
+    losses = ens.losses(x, y)
+    grads = torch.autograd.grad(losses.sum(), ens._param_list())
+    for i, model in enumerate(models):
+        loss = torch.nn.functional.cross_entropy(model(x[:, i]), y[:, i])
+        torch.testing.assert_close(losses[i], loss, rtol=1e-5, atol=1e-6)
+        ref = dict(zip([n for n, _ in model.named_parameters()],
+                       torch.autograd.grad(loss, list(model.parameters()))))
+        for name, g in zip(ens.param_names, grads):
+            expect = ref[name].T if name in ens.transposed else ref[name]
+            torch.testing.assert_close(g[i], expect, rtol=1e-4, atol=1e-6)
+        # running statistics moved exactly as nn.BatchNorm1d's
+        torch.testing.assert_close(ens.buffers["blocks.1.bn.running_var"][i],
+                                   model.blocks[1].bn.running_var, rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_masks_keep_rate_and_scale():
+    ens = _Ensemble([BASE.replace(seed=1, dropout=0.25), BASE.replace(seed=2)], DATA,
+                    torch.device("cpu"))
+    mult = ens._dropout_masks(4096)  # (L-1, B, N, width)
+    kept = mult[:, :, 0]
+    assert kept.unique().tolist() == pytest.approx([0.0, 1 / 0.75])
+    assert (kept > 0).float().mean().item() == pytest.approx(0.75, abs=0.005)
+    assert torch.equal(mult[:, :, 1], torch.ones_like(mult[:, :, 1]))  # p = 0: untouched
+    assert not torch.equal(mult, ens._dropout_masks(4096))  # fresh masks every step

@@ -1,0 +1,132 @@
+"""Wall time of the full SPEC §6 MLP sweep on this machine, from measured group times.
+
+The four MLP panels (ns_nl, lr_nl, dp_nl, bm_nl: 2,820 runs) are planned into
+chunks exactly as the sweep runner does (``dnn_spring.sweep.plan_chunks``: same
+``group_key``, at most ``max_group_size`` members for this device).  Chunks
+with the same batch size, member count, dropout and noise on/off cost the
+same per epoch, so one chunk of each kind is built and timed:
+
+* the per-epoch data pass (reordering and noise of every member's copy);
+* ``--steps`` training steps after two warm-up steps (a full batch is one step);
+* the evaluation of one finished member (accuracies and load curve).
+
+A chunk then costs ``epochs x (data + steps_per_epoch x step) + members x
+evaluation``, and the estimate is the sum over all chunks, run one after the
+other by one worker.  Every run is assumed to go its full epochs: early
+stopping only shortens them, so this is an upper bound.  The paper's data
+(MNIST at 10 x 10: 2,560 training samples of 100 features, 10 classes) is
+replaced by the synthetic ``gaussian`` set of the same shape; the cost does
+not depend on the values.
+
+Usage::
+
+    python benchmarks/estimate_sweep.py [--device cpu|cuda] [--steps 10] [--panels ns_nl ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from dnn_spring.batched import _Ensemble
+from dnn_spring.data import load_dataset
+from dnn_spring.grids import expand_grid
+from dnn_spring.sweep import plan_chunks
+from dnn_spring.train import finish_record, new_record, resolve_device
+
+PANELS = ("ns_nl", "lr_nl", "dp_nl", "bm_nl")
+
+
+def _kind(chunk: list) -> tuple:
+    c = chunk[0]
+    return (c.train.batch_size, len(chunk), any(m.model.dropout for m in chunk),
+            any(m.train.noise for m in chunk))
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_chunk(chunk: list, data, device, steps: int) -> dict:
+    """Seconds per epoch's data pass, per training step and per member evaluation."""
+    ens = _Ensemble(chunk, data, device)
+    x_std = float(data.x_train.std())
+    bs = chunk[0].train.batch_size
+    start = time.perf_counter()
+    xe, ye = ens._epoch_data(bs, x_std)
+    _sync(device)
+    t_data = time.perf_counter() - start
+    n = xe.shape[0]
+    step = n if bs == 0 or bs >= n else bs
+    offsets = [(s * step) % (n - step + 1) for s in range(steps + 2)]
+
+    def one(s):
+        losses = ens.losses(xe[s:s + step], ye[s:s + step])
+        grads = torch.autograd.grad(losses.sum(), ens._param_list())
+        ens.opt.step(list(grads))
+
+    for s in offsets[:2]:
+        one(s)
+    _sync(device)
+    start = time.perf_counter()
+    for s in offsets[2:]:
+        one(s)
+    _sync(device)
+    t_step = (time.perf_counter() - start) / steps
+    model = ens.export(0)
+    start = time.perf_counter()
+    finish_record(new_record(chunk[0], device), model, data, hessian=False)
+    _sync(device)
+    t_eval = time.perf_counter() - start
+    return {"data": t_data, "step": t_step, "eval": t_eval, "steps_per_epoch": -(-n // step)}
+
+
+def _hms(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per kind of chunk")
+    parser.add_argument("--panels", nargs="+", choices=PANELS, default=list(PANELS))
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads")
+    data = None
+    measured, grand = {}, 0.0
+    for panel in args.panels:
+        configs = expand_grid(panel, "paper", {"dataset": "gaussian"})
+        data = data or load_dataset(configs[0].data, device=device, flatten=True)
+        chunks = plan_chunks(configs, device=device, workers=1)
+        total = 0.0
+        for chunk in chunks:
+            kind = _kind(chunk)
+            if kind not in measured:
+                measured[kind] = _time_chunk(chunk, data, device, args.steps)
+                t = measured[kind]
+                print(f"  measured: batch {kind[0] or 'full'}, {kind[1]} members, dropout "
+                      f"{'on' if kind[2] else 'off'}, noise {'on' if kind[3] else 'off'}: "
+                      f"{1e3 * t['step']:.2f} ms/step x {t['steps_per_epoch']} steps + "
+                      f"{1e3 * t['data']:.1f} ms data per epoch, {1e3 * t['eval']:.0f} ms "
+                      f"evaluation per run")
+            t = measured[kind]
+            epochs = chunk[0].train.epochs
+            total += epochs * (t["data"] + t["steps_per_epoch"] * t["step"])
+            total += len(chunk) * t["eval"]
+        grand += total
+        sizes = sorted({len(c) for c in chunks})
+        print(f"{panel}: {len(configs)} runs in {len(chunks)} chunks of {sizes[0]}-{sizes[-1]} "
+              f"members, {configs[0].train.epochs} epochs: estimate {_hms(total)}")
+    print(f"all {len(args.panels)} panels: estimate {_hms(grand)} on one worker "
+          f"(upper bound: no early stopping)")
+
+
+if __name__ == "__main__":
+    main()

@@ -21,6 +21,7 @@ not depend on the values.
 Usage::
 
     python benchmarks/estimate_sweep.py [--device cpu|cuda] [--steps 10] [--panels ns_nl ...]
+                                        [--check-epochs 3]
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import time
 
 import torch
 
-from dnn_spring.batched import _Ensemble
+from dnn_spring.batched import _Ensemble, train_group
 from dnn_spring.data import load_dataset
 from dnn_spring.grids import expand_grid
 from dnn_spring.sweep import plan_chunks
@@ -95,6 +96,9 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per kind of chunk")
     parser.add_argument("--panels", nargs="+", choices=PANELS, default=list(PANELS))
+    parser.add_argument("--check-epochs", type=int, default=0,
+                        help="also train each panel's first chunk for real for this many epochs "
+                             "(train_group, evaluation included) and compare with the model")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -123,6 +127,19 @@ def main(argv=None) -> None:
             total += epochs * (t["data"] + t["steps_per_epoch"] * t["step"])
             total += len(chunk) * t["eval"]
         grand += total
+        if args.check_epochs:
+            chunk = [c.replace(epochs=args.check_epochs, stop_loss=0.0, stop_delta=0.0)
+                     for c in chunks[0]]
+            t = measured[_kind(chunks[0])]
+            model = (args.check_epochs * (t["data"] + t["steps_per_epoch"] * t["step"])
+                     + len(chunk) * t["eval"])
+            start = time.perf_counter()
+            records = train_group(chunk, device=device)
+            _sync(device)
+            real = time.perf_counter() - start
+            status = sorted({r["status"] for r in records})
+            print(f"  check: first chunk ({len(chunk)} members, {args.check_epochs} epochs, "
+                  f"status {status}) took {real:.2f} s, the model says {model:.2f} s")
         sizes = sorted({len(c) for c in chunks})
         print(f"{panel}: {len(configs)} runs in {len(chunks)} chunks of {sizes[0]}-{sizes[-1]} "
               f"members, {configs[0].train.epochs} epochs: estimate {_hms(total)}")

@@ -64,11 +64,11 @@ MEMBER_FIELDS = frozenset({"seed", "slope", "dropout", "lr", "noise", "init", "i
 _BN_MOMENTUM, _BN_EPS = 0.1, 1e-5
 _MAX_MEMBERS = 512
 # On a CPU a group pays once one layer's activations outgrow the caches.  Measured
-# (2 threads, width 100, ms per member and step for groups of 1/2/4/8): full batch
-# 2560: 21.4/18.0/16.4/18.5; batch 640: 8.4/6.0/5.5/4.6 (16: 5.6); batch 160:
-# 4.4/-/1.9/1.4 (16, 32: 1.4).  With 1 thread: 30.3/27.8/27.1 and 10.5/8.4/7.5/7.6.
-# 2 MiB per layer gives 2 members at full batch, 8 at 640, 32 at 160, 512 at 10.
-_CPU_LAYER_BYTES = 2**21
+# (2 threads, width 100, noise 0.2, ms per member for whole fits, groups of
+# 1/2/3/4/6/8): full batch, 5 epochs: 123/114/121/104/109/101; batch 640, 2
+# epochs, groups of 2/4/8/16: 64/53/44/53.  4 MiB per layer gives 4 members at
+# full batch, 16 at 640, 64 at 160 and 512 (the cap) at 10.
+_CPU_LAYER_BYTES = 2**22
 
 
 def group_key(config: RunConfig) -> tuple:

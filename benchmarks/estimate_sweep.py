@@ -8,10 +8,11 @@ same per epoch, so one chunk of each kind is built and timed:
 
 * the per-epoch data pass (reordering and noise of every member's copy);
 * ``--steps`` training steps after two warm-up steps (a full batch is one step);
-* the evaluation of one finished member (accuracies and load curve).
+* the set-up (initialisation and stacking of every member);
+* copying one finished member out and its evaluation (accuracies, load curve).
 
-A chunk then costs ``epochs x (data + steps_per_epoch x step) + members x
-evaluation``, and the estimate is the sum over all chunks, run one after the
+A chunk then costs ``setup + epochs x (data + steps_per_epoch x step) +
+members x evaluation``, and the estimate is the sum over all chunks, run one after the
 other by one worker.  Every run is assumed to go its full epochs: early
 stopping only shortens them, so this is an upper bound.  The paper's data
 (MNIST at 10 x 10: 2,560 training samples of 100 features, 10 classes) is
@@ -52,8 +53,11 @@ def _sync(device) -> None:
 
 
 def _time_chunk(chunk: list, data, device, steps: int) -> dict:
-    """Seconds per epoch's data pass, per training step and per member evaluation."""
+    """Seconds to set up the chunk, per epoch's data pass, per step and per member's end."""
+    start = time.perf_counter()
     ens = _Ensemble(chunk, data, device)
+    _sync(device)
+    t_setup = time.perf_counter() - start
     x_std = float(data.x_train.std())
     bs = chunk[0].train.batch_size
     start = time.perf_counter()
@@ -77,12 +81,16 @@ def _time_chunk(chunk: list, data, device, steps: int) -> dict:
         one(s)
     _sync(device)
     t_step = (time.perf_counter() - start) / steps
-    model = ens.export(0)
     start = time.perf_counter()
-    finish_record(new_record(chunk[0], device), model, data, hessian=False)
+    finish_record(new_record(chunk[0], device), ens.export(0), data, hessian=False)
     _sync(device)
-    t_eval = time.perf_counter() - start
-    return {"data": t_data, "step": t_step, "eval": t_eval, "steps_per_epoch": -(-n // step)}
+    t_eval = time.perf_counter() - start  # copying the member out, then its evaluation
+    return {"setup": t_setup, "data": t_data, "step": t_step, "eval": t_eval,
+            "steps_per_epoch": -(-n // step)}
+
+
+def _chunk_seconds(t: dict, epochs: int, members: int) -> float:
+    return t["setup"] + epochs * (t["data"] + t["steps_per_epoch"] * t["step"]) + members * t["eval"]
 
 
 def _hms(seconds: float) -> str:
@@ -120,19 +128,16 @@ def main(argv=None) -> None:
                 print(f"  measured: batch {kind[0] or 'full'}, {kind[1]} members, dropout "
                       f"{'on' if kind[2] else 'off'}, noise {'on' if kind[3] else 'off'}: "
                       f"{1e3 * t['step']:.2f} ms/step x {t['steps_per_epoch']} steps + "
-                      f"{1e3 * t['data']:.1f} ms data per epoch, {1e3 * t['eval']:.0f} ms "
-                      f"evaluation per run")
+                      f"{1e3 * t['data']:.1f} ms data per epoch, {1e3 * t['setup']:.0f} ms "
+                      f"set-up, {1e3 * t['eval']:.0f} ms evaluation per run")
             t = measured[kind]
-            epochs = chunk[0].train.epochs
-            total += epochs * (t["data"] + t["steps_per_epoch"] * t["step"])
-            total += len(chunk) * t["eval"]
+            total += _chunk_seconds(t, chunk[0].train.epochs, len(chunk))
         grand += total
         if args.check_epochs:
             chunk = [c.replace(epochs=args.check_epochs, stop_loss=0.0, stop_delta=0.0)
                      for c in chunks[0]]
             t = measured[_kind(chunks[0])]
-            model = (args.check_epochs * (t["data"] + t["steps_per_epoch"] * t["step"])
-                     + len(chunk) * t["eval"])
+            model = _chunk_seconds(t, args.check_epochs, len(chunk))
             start = time.perf_counter()
             records = train_group(chunk, device=device)
             _sync(device)

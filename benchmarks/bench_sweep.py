@@ -11,7 +11,10 @@ setting it times
   separate model), extrapolated per run;
 
 both end to end (training plus the per-run evaluation: accuracies and load
-curve) and training only.  It also counts the trainer's matrix-multiply
+curve) and training only.  For context it also times, training only, the
+loop a plain PyTorch script would run (``nn.Module``, ``torch.optim.Adam``,
+a shuffling ``DataLoader``); the targets are judged against ``train_run``,
+the stricter baseline.  It also counts the trainer's matrix-multiply
 FLOPs (forward + both backward products of every Linear) and divides the
 achieved rate by this machine's ``torch.bmm`` throughput on exactly those
 shapes, measured in the same process.

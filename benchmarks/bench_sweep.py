@@ -166,7 +166,10 @@ def main(argv=None) -> None:
     parser.add_argument("--only", choices=("full", "small"), default=None,
                         help="run only the full-batch or only the batch-10 grid")
     args = parser.parse_args(argv)
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        parser.error(str(exc))
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     data = load_dataset(_grid(0, 1, 0.0)[0].data, device=device, flatten=True)
     if args.only in (None, "full"):

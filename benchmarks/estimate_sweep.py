@@ -108,7 +108,10 @@ def main(argv=None) -> None:
                         help="also train each panel's first chunk for real for this many epochs "
                              "(train_group, evaluation included) and compare with the model")
     args = parser.parse_args(argv)
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        parser.error(str(exc))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads")
     data = None

@@ -44,9 +44,11 @@ and more than a few members of 2560 samples spill the caches, so
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +59,8 @@ from .train import (BatchedOptimizer, _stop_reason, add_data_noise, epoch_order,
                     finish_record, curve_log_d, member_seeds, new_record, resolve_device)
 
 __all__ = ["train_group", "group_key", "max_group_size", "MEMBER_FIELDS"]
+
+logger = logging.getLogger("dnn_spring.batched")
 
 #: Flat config fields that may differ between members of one batched group.
 MEMBER_FIELDS = frozenset({"seed", "slope", "dropout", "lr", "noise", "init", "init_scale",
@@ -255,12 +259,16 @@ class _Ensemble:
         self.gens = [{k: torch.Generator(device=device).manual_seed(v)
                       for k, v in s.items() if k != "init"} for s in seeds]
         self.ids = list(range(len(configs)))
-        t = c0.train
-        self.opt = BatchedOptimizer(
-            t.optimizer, self._param_list(), [c.train.lr for c in configs],
-            temperatures=[c.train.temperature for c in configs], weight_decay=t.weight_decay,
-            generators=[g["langevin"] for g in self.gens])
+        self.opt = self._optimizer()
         self.outcome = [{} for _ in configs]  # per original member: status, state, ...
+
+    def _optimizer(self) -> BatchedOptimizer:
+        """A fresh optimiser over the active members."""
+        active = [self.configs[i].train for i in self.ids]
+        return BatchedOptimizer(
+            active[0].optimizer, self._param_list(), [t.lr for t in active],
+            temperatures=[t.temperature for t in active], weight_decay=active[0].weight_decay,
+            generators=[g["langevin"] for g in self.gens])
 
     def _param_list(self) -> list:
         return [self.params[k] for k in self.param_names]
@@ -376,16 +384,82 @@ class _Ensemble:
             seen += xb.shape[0]
         return (total / seen).tolist()
 
-    def fit(self, progress: bool = False) -> None:
-        """Train until every member has stopped; fills ``self.outcome``."""
+    # ----------------------------------------------------------- checkpoints
+    def state(self, epoch: int, previous: list) -> dict:
+        """Everything needed to go on after ``epoch``, as CPU tensors and plain values."""
+        cpu = lambda t: t.detach().cpu()  # noqa: E731
+        outcome = [{k: ({n: cpu(t) for n, t in v.state_dict().items()}
+                        if k == "model" and v is not None else v) for k, v in out.items()}
+                   for out in self.outcome]
+        return {"keys": [c.key() for c in self.configs], "epoch": epoch, "ids": list(self.ids),
+                "previous": list(previous), "outcome": outcome,
+                "params": {k: cpu(t) for k, t in self.params.items()},
+                "buffers": {k: cpu(t) for k, t in self.buffers.items()},
+                "generators": [{k: g.get_state() for k, g in gens.items()} for gens in self.gens],
+                "opt_t": self.opt.t, "opt_state": [[cpu(t) for t in g] for g in self.opt.state]}
+
+    def load(self, state: dict) -> tuple:
+        """Go on from a :meth:`state` of this same group; returns (epoch, previous)."""
+        from .models import MLP
+
+        if state["keys"] != [c.key() for c in self.configs]:
+            raise ValueError("it belongs to another group of configs")
+        ids, dev = [int(i) for i in state["ids"]], self.device
+        for k, t in self.params.items():
+            if state["params"][k].shape[1:] != t.shape[1:] or len(state["params"][k]) != len(ids):
+                raise ValueError(f"parameter {k} has shape {tuple(state['params'][k].shape)}")
+        gens = [self.gens[i] for i in ids]
+        for member, saved in zip(gens, state["generators"]):
+            for k, g in member.items():
+                g.set_state(saved[k])
+        self.ids, self.gens = ids, gens
+        self.params = {k: t.to(dev).requires_grad_() for k, t in state["params"].items()}
+        self.buffers = {k: t.to(dev) for k, t in state["buffers"].items()}
+        self.slope = torch.tensor([self.configs[i].model.slope for i in ids], device=dev)
+        self.dropout = [self.configs[i].model.dropout for i in ids]
+        self.noise = [self.configs[i].train.noise for i in ids]
+        self.opt = self._optimizer()
+        self.opt.t = int(state["opt_t"])
+        self.opt.state = [[t.to(dev) for t in g] for g in state["opt_state"]]
+        self.outcome = []
+        for config, out in zip(self.configs, state["outcome"]):
+            if out.get("model") is not None:
+                out["model"] = MLP(config.model, self.n_in, self.n_out, state=out["model"]).to(dev)
+            self.outcome.append(out)
+        return int(state["epoch"]), list(state["previous"])
+
+    def _resume(self, path) -> "tuple | None":
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            return self.load(state)
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # noqa: BLE001 - a bad checkpoint costs time, never the runs
+            text = (str(exc).strip().splitlines() or [""])[0]
+            logger.warning("ignoring checkpoint %s (%s: %s); training the group from the start",
+                           path, type(exc).__name__, text)
+            return None
+
+    def fit(self, progress: bool = False, checkpoint=None, checkpoint_every: float = 300.0) -> None:
+        """Train until every member has stopped; fills ``self.outcome``.
+
+        With ``checkpoint`` (a file path), go on from the state saved there if
+        it belongs to this group, and save the state there at the end of an
+        epoch once ``checkpoint_every`` seconds have passed since the last save.
+        """
         from tqdm.auto import tqdm
 
         train = self.configs[0].train
         x_std = float(self.data.x_train.std())
-        previous = [None] * len(self.ids)
-        if train.curve_every:
+        start, previous = 0, [None] * len(self.ids)
+        resumed = self._resume(checkpoint) if checkpoint is not None else None
+        if resumed is not None:
+            start, previous = resumed
+        elif train.curve_every:
             self._trajectory(0)
-        bar = tqdm(range(1, train.epochs + 1), disable=not progress, desc="epochs", leave=False)
+        last_save = time.monotonic()
+        bar = tqdm(range(start + 1, train.epochs + 1), disable=not progress, desc="epochs",
+                   leave=False)
         for epoch in bar:
             means = self._epoch(train.batch_size, x_std)
             stops = {}
@@ -402,9 +476,21 @@ class _Ensemble:
                 self.retire(stops)
             if not self.ids:
                 break
+            if checkpoint is not None and time.monotonic() - last_save >= checkpoint_every:
+                _save_state(self.state(epoch, previous), checkpoint)
+                last_save = time.monotonic()
         if self.ids:
             self.retire({pos: "epochs" for pos in range(len(self.ids))})
         bar.close()
+
+
+def _save_state(state: dict, path) -> None:
+    """``torch.save`` through a temporary file, so a kill never leaves half a checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
 
 
 def _check_group(configs) -> list:
@@ -429,7 +515,8 @@ def _check_group(configs) -> list:
     return configs
 
 
-def train_group(configs: list, *, device="cpu", progress: bool = False) -> list:
+def train_group(configs: list, *, device="cpu", progress: bool = False, checkpoint=None,
+                checkpoint_every: float = 300.0) -> list:
     """Train compatible configs as one batched model; one run record each.
 
     Parameters
@@ -440,6 +527,15 @@ def train_group(configs: list, *, device="cpu", progress: bool = False) -> list:
     device : str or torch.device, default "cpu"
     progress : bool, default False
         Show a tqdm bar over epochs.
+    checkpoint : str or Path, optional
+        File for the group's training state: saved at the end of an epoch
+        every ``checkpoint_every`` seconds, and read at the start, so a killed
+        group goes on from its last save with the same numbers as an
+        uninterrupted one.  A checkpoint of another group, or an unreadable
+        one, is reported in one warning and ignored.  The caller deletes it
+        once the records are safe (the sweep runner does).
+    checkpoint_every : float, default 300.0
+        Seconds between saves.
 
     Returns
     -------
@@ -461,7 +557,7 @@ def train_group(configs: list, *, device="cpu", progress: bool = False) -> list:
 
         data = load_dataset(configs[0].data, device=dev, flatten=True)
         ensemble = _Ensemble(configs, data, dev)
-        ensemble.fit(progress)
+        ensemble.fit(progress, checkpoint, checkpoint_every)
     except Exception as exc:  # noqa: BLE001 - a run never kills its caller
         share = (time.perf_counter() - start) / len(configs)
         for record in records:

@@ -15,20 +15,25 @@ hands them to an executor:
 
 Locally each process trains with ``torch.set_num_threads(cpus // workers)``
 threads (restored afterwards when inline).  A batched chunk writes its
-records when the whole chunk is done, so a chunk is also the unit that a
-kill loses; chunks are split so that every worker gets some.
+records when the whole chunk is done; meanwhile it saves its training state
+every :data:`CHECKPOINT_EVERY` seconds to ``<out_dir>/.checkpoints/`` (see
+:func:`checkpoint_path`), so a killed sweep that is run again goes on from
+there with the same numbers, and a kill loses at most that much training
+per worker.  A checkpoint is deleted once its chunk's records are written.
 
 Failures: a run that raises is recorded with ``status="failed"`` and the
 error message, and the sweep goes on.  When ``train_group`` raises for a
 whole chunk, its members are retried one at a time with ``train_run`` (so one
 bad config, or a group too large for memory, costs only itself).  "failed"
 records are retried on the next invocation; "ok" and "diverged" ones are
-final.  A killed sweep loses only its unfinished chunks; rerun it.
+final.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
+import hashlib
 import logging
 import math
 import multiprocessing
@@ -43,11 +48,15 @@ import numpy as np
 from dnn_spring.config import RunConfig
 from dnn_spring.records import FINISHED_STATUSES, scan_records, write_record
 
-__all__ = ["SlurmOptions", "EXECUTORS", "run_chunk", "plan_chunks", "pending_configs", "run_sweep"]
+__all__ = ["SlurmOptions", "EXECUTORS", "run_chunk", "plan_chunks", "pending_configs", "run_sweep",
+           "checkpoint_path", "CHECKPOINT_EVERY"]
 
 logger = logging.getLogger("dnn_spring.sweep")
 
 EXECUTORS = ("local", "debug", "slurm")
+#: Seconds between two saves of a batched chunk's training state.
+CHECKPOINT_EVERY = 300.0
+CHECKPOINT_DIR = ".checkpoints"
 
 
 @dataclass(frozen=True)
@@ -110,7 +119,7 @@ def run_chunk(configs, out_dir, *, device="cpu", batch=True, train_fn=None, grou
         Train a chunk of several configs as one batched model with ``group_fn``.
     train_fn, group_fn, max_size_fn : callable, optional
         ``train_run(config, *, device, progress)``,
-        ``train_group(configs, *, device, progress)`` and
+        ``train_group(configs, *, device, progress, checkpoint, checkpoint_every)`` and
         ``max_group_size(config, *, device)``; default: the package's.  A
         chunk larger than ``max_size_fn`` allows on this device (a Slurm chunk
         planned on a login node) is trained in several groups.
@@ -135,17 +144,30 @@ def run_chunk(configs, out_dir, *, device="cpu", batch=True, train_fn=None, grou
             for pair in _run_group(configs[start:start + limit], out_dir, device, train_fn, group_fn)]
 
 
+def checkpoint_path(configs, out_dir) -> Path:
+    """Where a batched group of ``configs`` keeps its training state while it runs."""
+    digest = hashlib.sha1("\n".join(c.key() for c in configs).encode()).hexdigest()[:20]
+    return Path(out_dir) / CHECKPOINT_DIR / f"{digest}.pt"
+
+
 def _run_group(configs, out_dir, device, train_fn, group_fn) -> list:
     if len(configs) > 1:
+        checkpoint = checkpoint_path(configs, out_dir)
         try:
-            records = group_fn(configs, device=device, progress=False)
+            records = group_fn(configs, device=device, progress=False, checkpoint=checkpoint,
+                               checkpoint_every=CHECKPOINT_EVERY)
             if len(records) != len(configs):
                 raise RuntimeError(f"got {len(records)} records for {len(configs)} configs")
         except Exception as exc:
             logger.warning("batched group of %d failed (%s: %s); running its members one by one",
                            len(configs), type(exc).__name__, exc)
         else:
-            return [(c.key(), _save(r, c, out_dir)) for c, r in zip(configs, records)]
+            pairs = [(c.key(), _save(r, c, out_dir)) for c, r in zip(configs, records)]
+            if all(status != "failed" for _, status in pairs):  # else a retry may go on from it
+                checkpoint.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    checkpoint.parent.rmdir()  # only when empty
+            return pairs
     return [_train_one(c, out_dir, device, train_fn) for c in configs]
 
 

@@ -178,3 +178,59 @@ def test_dropout_masks_keep_rate_and_scale():
     assert (kept > 0).float().mean().item() == pytest.approx(0.75, abs=0.005)
     assert torch.equal(mult[:, :, 1], torch.ones_like(mult[:, :, 1]))  # p = 0: untouched
     assert not torch.equal(mult, ens._dropout_masks(4096))  # fresh masks every step
+
+
+CKPT_GROUP = [  # an early stopper, dropout, data noise, trajectories: every kind of state
+    BASE.replace(seed=1, lr=2e-2, stop_loss=1.0, epochs=6, curve_every=2),
+    BASE.replace(seed=2, lr=1e-4, stop_loss=1.0, epochs=6, curve_every=2, dropout=0.1),
+    BASE.replace(seed=3, lr=1e-4, stop_loss=1.0, epochs=6, curve_every=2, noise=0.3, slope=0.5),
+]
+_COMPARED = ("status", "stop_reason", "epochs_run", "train_loss", "train_acc", "test_acc",
+             "log_d", "log_inv_d", "c", "trajectory")
+
+
+def _interrupt_after(monkeypatch, n_epochs):
+    calls = []
+    original = _Ensemble._epoch
+
+    def epoch(self, *args):
+        calls.append(1)
+        if len(calls) > n_epochs:
+            raise RuntimeError("killed")
+        return original(self, *args)
+
+    monkeypatch.setattr(_Ensemble, "_epoch", epoch)
+    return calls
+
+
+def test_killed_group_goes_on_from_its_checkpoint_with_the_same_numbers(tmp_path, monkeypatch):
+    reference = train_group(CKPT_GROUP)
+    assert reference[0]["stop_reason"] == "loss" and reference[0]["epochs_run"] < 3
+    assert [r["epochs_run"] for r in reference[1:]] == [6, 6]
+    path = tmp_path / "group.pt"
+    _interrupt_after(monkeypatch, 3)
+    killed = train_group(CKPT_GROUP, checkpoint=path, checkpoint_every=0)
+    assert {r["status"] for r in killed} == {"failed"} and path.exists()
+    monkeypatch.undo()
+    calls = _interrupt_after(monkeypatch, 99)
+    resumed = train_group(CKPT_GROUP, checkpoint=path, checkpoint_every=0)
+    assert len(calls) == 3  # epochs 4-6 only
+    for ref, rec in zip(reference, resumed):
+        assert {k: rec[k] for k in _COMPARED} == {k: ref[k] for k in _COMPARED}
+
+
+def test_checkpoint_of_another_group_or_corrupt_is_ignored(tmp_path, caplog):
+    path = tmp_path / "group.pt"
+    train_group(CKPT_GROUP[1:], checkpoint=path, checkpoint_every=0)
+    other = [c.replace(epochs=2) for c in CKPT_GROUP[1:]]
+    path_other = tmp_path / "other.pt"
+    path_other.write_bytes(path.read_bytes())
+    (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
+    reference = train_group(other)
+    for name in ("other.pt", "corrupt.pt"):
+        caplog.clear()
+        recs = train_group(other, checkpoint=tmp_path / name)
+        assert "ignoring checkpoint" in caplog.text and name in caplog.text
+        assert len(caplog.records) == 1 and "\n" not in caplog.records[0].getMessage()
+        for ref, rec in zip(reference, recs):
+            assert {k: rec[k] for k in _COMPARED} == {k: ref[k] for k in _COMPARED}

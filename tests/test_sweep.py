@@ -43,11 +43,11 @@ def fake_ok(config, *, device="cpu", progress=False):
     return fake_record(config)
 
 
-def fake_group(configs, *, device="cpu", progress=False):
+def fake_group(configs, *, device="cpu", progress=False, **checkpointing):
     return [fake_record(c) for c in configs]
 
 
-def failing_group(configs, *, device="cpu", progress=False):
+def failing_group(configs, *, device="cpu", progress=False, **checkpointing):
     raise MemoryError("group too large")
 
 
@@ -336,3 +336,33 @@ def test_real_training_on_a_tiny_grid(tmp_path):
     single = run_sweep(configs[:1], tmp_path / "one", executor="debug", batch=False,
                        progress=False)
     assert single["ok"] == 1
+
+
+def test_rerun_goes_on_from_a_killed_groups_checkpoint(tmp_path, monkeypatch):
+    from dnn_spring import batched
+    from dnn_spring.sweep import checkpoint_path
+
+    configs = expand_grid("ns_nl", "quick", {"depth": 3, "width": 16, "epochs": 4,
+                                              "noise": [0.2], "slope": [0.0, 1.0]}, n_seeds=1)
+    reference = {r["key"]: r for r in batched.train_group(configs)}
+    # the state a kill after two epochs leaves behind (a SIGKILL would leave the same file)
+    original, epochs = batched._Ensemble._epoch, {"run": 0, "kill_after": 2}
+
+    def epoch(self, *args):
+        if epochs["run"] == epochs["kill_after"]:
+            raise KeyboardInterrupt
+        epochs["run"] += 1
+        return original(self, *args)
+
+    monkeypatch.setattr(batched._Ensemble, "_epoch", epoch)
+    path = checkpoint_path(configs, tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        batched.train_group(configs, checkpoint=path, checkpoint_every=0)
+    assert path.exists() and not list(tmp_path.glob("*.json"))
+    epochs.update(run=0, kill_after=None)
+    summary = run_sweep(configs, tmp_path, executor="debug", progress=False)
+    assert epochs["run"] == 2  # only epochs 3 and 4 were trained again
+    assert summary["ok"] == 2 and not path.exists()  # the checkpoint goes with its records
+    for key, rec in collect(tmp_path).set_index("key").iterrows():
+        assert rec["test_acc"] == reference[key]["test_acc"]
+        assert list(rec["log_d"]) == reference[key]["log_d"]

@@ -29,9 +29,9 @@ Implementation: activations are laid out (batch, member, feature), so
 BatchNorm is PyTorch's native ``batch_norm`` over N·width channels (running
 stats updated in place, exactly PyTorch's rule) and LeakyReLU with one slope
 per member is the native ``prelu`` with the member axis as channels
-(:class:`_MemberLeakyReLU`, with a cheaper backward); the
+(:class:`~dnn_spring._member_ops.MemberLeakyReLU`, with a cheaper backward); the
 Linear layers are batched products (``torch.baddbmm`` / ``torch.bmm``) that
-read that layout without copies (:class:`_MemberLinear`).  Measured
+read that layout without copies (:class:`~dnn_spring._member_ops.MemberLinear`).  Measured
 on the 2-core CPU (1 thread, N = 60, width 100, depth 8), forward + backward
 per step: 29 ms vs 34 ms for ``torch.func.vmap(grad(...))`` at batch 10, and
 3.8 s vs 8.1 s at batch 2560 (vmap without running stats, i.e. doing less).
@@ -45,7 +45,6 @@ and more than a few members of 2560 samples spill the caches, so
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from pathlib import Path
@@ -54,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._member_ops import MemberLeakyReLU, MemberLinear, dropout_keep
 from .config import RunConfig
 from .train import (BatchedOptimizer, _stop_reason, add_data_noise, epoch_order, fail_record,
                     finish_record, curve_log_d, member_seeds, new_record, resolve_device)
@@ -136,94 +136,6 @@ def max_group_size(config: RunConfig, *, device="cpu") -> int:
     return int(max(1, size))
 
 
-# Below this batch size a batched product into a contiguous (N, B, out) result
-# plus one transposing copy beats writing the (B, N, out) layout directly
-# (measured, 2 threads, width 100: 325 vs 658 us forward + input gradient at
-# B=10, N=60; equal at B=160; the direct write wins at B=640 and up).
-_COPY_BELOW_BATCH = 256
-
-
-def _interleaved_bmm(x: Tensor, weight: Tensor, bias: "Tensor | None" = None) -> Tensor:
-    """``x[:, n] @ weight[n] (+ bias[n])`` for every member n, in (B, N, out) layout."""
-    if x.shape[0] < _COPY_BELOW_BATCH:
-        out = (torch.bmm(x.transpose(0, 1), weight) if bias is None
-               else torch.baddbmm(bias.unsqueeze(1), x.transpose(0, 1), weight))
-        return out.transpose(0, 1).contiguous()
-    out = x.new_empty(x.shape[0], x.shape[1], weight.shape[2])
-    if bias is None:
-        torch.bmm(x.transpose(0, 1), weight, out=out.transpose(0, 1))
-    else:
-        torch.baddbmm(bias.unsqueeze(1), x.transpose(0, 1), weight, out=out.transpose(0, 1))
-    return out
-
-
-class _MemberLinear(torch.autograd.Function):
-    """Per-member ``x @ W^T + b`` in member-interleaved layout.
-
-    x (B, N, in) and the output (B, N, out) keep the member on axis 1 so that
-    BatchNorm and PReLU run as PyTorch's native kernels with N·width channels;
-    the batched products read these layouts in place (and write them in place
-    at large batches, see :func:`_interleaved_bmm`).  W^T has shape
-    (N, in, out), b (N, out).
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight_t, bias):
-        ctx.save_for_backward(x, weight_t)
-        return _interleaved_bmm(x, weight_t, bias)
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, weight_t = ctx.saved_tensors
-        grad = grad.contiguous()
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _interleaved_bmm(grad, weight_t.transpose(1, 2))
-        grad_w = torch.bmm(x.transpose(0, 1).transpose(1, 2), grad.transpose(0, 1))
-        return grad_x, grad_w, grad.sum(0)
-
-
-class _MemberLeakyReLU(torch.autograd.Function):
-    """LeakyReLU with slope ``slope[n]`` for member n (axis 1 of x (B, N, F)).
-
-    Forward is the native ``prelu``; its backward also reduces a slope
-    gradient we never need and is ~5x slower than this one:
-    ``g·[y > 0] + α·g·[y <= 0]`` as one threshold_backward and one lerp
-    (for α >= 0, y > 0 exactly when x > 0).
-    """
-
-    @staticmethod
-    def forward(ctx, x, slope):
-        out = F.prelu(x, slope)
-        ctx.save_for_backward(out, slope)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        out, slope = ctx.saved_tensors
-        positive = torch.ops.aten.threshold_backward(grad, out, 0.0)
-        return torch.lerp(positive, grad, slope.view(1, -1, 1)), None
-
-
-def _dropout_keep(shape: tuple, p: float, generator: torch.Generator) -> tuple:
-    """Inverted dropout: (boolean keep mask, scale); an entry is dropped with probability q.
-
-    The multiplier is ``keep * scale`` with ``scale = 1 / (1 - q)``.
-
-    q is p rounded to a multiple of 2**-16 (|q - p| <= 2**-17).  Each mask
-    entry reads 16 random bits, four per 64-bit draw: on the CPU this is 3.5x
-    faster than one ``torch.rand`` float per entry (7.5 vs 2.1 ms for the
-    7 x 2560 x 100 entries of a full-batch step), the bulk of a dropout
-    step's extra cost.
-    """
-    n_drop = min(round(p * 65536), 65535)
-    n = math.prod(shape)
-    bits = torch.randint(-2**63, 2**63 - 1, (-(-n // 4),), generator=generator,
-                         device=generator.device)
-    keep = bits.view(torch.int16)[:n].view(shape) >= n_drop - 32768
-    return keep, 1.0 / (1.0 - n_drop / 65536)
-
-
 def _is_linear_weight(name: str, tensor: Tensor) -> bool:
     return name.endswith("weight") and tensor.dim() == 2
 
@@ -293,7 +205,7 @@ class _Ensemble:
                 else torch.ones(shape, device=self.device))
         for pos, p in enumerate(self.dropout):
             if p > 0:
-                keep, scale = _dropout_keep((self.hidden, batch, width), p,
+                keep, scale = dropout_keep((self.hidden, batch, width), p,
                                             self.gens[pos]["dropout"])
                 torch.mul(keep.to(self.device), scale, out=mult[:, :, pos])
         return mult
@@ -304,13 +216,13 @@ class _Ensemble:
         if self.bn:
             x = self._batchnorm(x, "input_bn")
         for i in range(self.hidden):
-            x = _MemberLinear.apply(x, p[f"blocks.{i}.linear.weight"], p[f"blocks.{i}.linear.bias"])
+            x = MemberLinear.apply(x, p[f"blocks.{i}.linear.weight"], p[f"blocks.{i}.linear.bias"])
             if self.bn:
                 x = self._batchnorm(x, f"blocks.{i}.bn")
-            x = _MemberLeakyReLU.apply(x, self.slope)
+            x = MemberLeakyReLU.apply(x, self.slope)
             if drop is not None:
                 x = x * drop[i]
-        logits = _MemberLinear.apply(x, p["head.weight"], p["head.bias"])
+        logits = MemberLinear.apply(x, p["head.weight"], p["head.bias"])
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
         return loss.view(y.shape).mean(0)
 

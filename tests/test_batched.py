@@ -130,18 +130,18 @@ def test_max_group_size_scales_with_the_model():
 
 
 def test_member_leaky_relu_gradient_matches_autograd():
-    from dnn_spring.batched import _MemberLeakyReLU
+    from dnn_spring._member_ops import MemberLeakyReLU
 
     x = torch.randn(7, 3, 5, dtype=torch.float64)
     x[0, :, 0] = 0.0  # the kink: PyTorch takes the negative side
     slope = torch.tensor([0.0, 0.3, 1.0], dtype=torch.float64)
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
     g = torch.randn_like(x)
-    (ga,) = torch.autograd.grad(_MemberLeakyReLU.apply(xa, slope), xa, g)
+    (ga,) = torch.autograd.grad(MemberLeakyReLU.apply(xa, slope), xa, g)
     ref = torch.stack([torch.nn.functional.leaky_relu(xb[:, i], float(a)) for i, a in enumerate(slope)], 1)
     (gb,) = torch.autograd.grad(ref, xb, g)
     torch.testing.assert_close(ga, gb)
-    torch.testing.assert_close(_MemberLeakyReLU.apply(x, slope), ref.detach())
+    torch.testing.assert_close(MemberLeakyReLU.apply(x, slope), ref.detach())
 
 
 @pytest.mark.parametrize("batch", [10, 300])  # both layouts of the batched products

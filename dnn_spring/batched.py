@@ -47,7 +47,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +54,7 @@ from torch import Tensor
 
 from ._member_ops import MemberLeakyReLU, MemberLinear, dropout_keep
 from .config import RunConfig
+from .records import write_atomically
 from .train import (BatchedOptimizer, _stop_reason, add_data_noise, epoch_order, fail_record,
                     finish_record, curve_log_d, member_seeds, new_record, resolve_device)
 
@@ -279,6 +279,13 @@ class _Ensemble:
             log_d = curve_log_d(self.export(pos), self.data)
             self.outcome[i].setdefault("trajectory", []).append({"epoch": epoch, "log_d": log_d})
 
+    def step(self, x: Tensor, y: Tensor) -> Tensor:
+        """One optimiser step on a batch (as :meth:`losses`); the detached losses (N,)."""
+        losses = self.losses(x, y)
+        grads = torch.autograd.grad(losses.sum(), self._param_list())
+        self.opt.step(list(grads))
+        return losses.detach()
+
     def _epoch(self, batch_size: int, x_std: float) -> list:
         xe, ye = self._epoch_data(batch_size, x_std)
         n = xe.shape[0]
@@ -289,10 +296,8 @@ class _Ensemble:
             if self.bn and n - s == 1:
                 break  # BatchNorm cannot train on a last batch of one sample; skip it
             xb, yb = xe[s:s + step], ye[s:s + step]
-            losses = self.losses(xb, yb)
-            grads = torch.autograd.grad(losses.sum(), self._param_list())
-            self.opt.step(list(grads))
-            total += losses.detach() * xb.shape[0]
+            losses = self.step(xb, yb)
+            total += losses * xb.shape[0]
             seen += xb.shape[0]
         return (total / seen).tolist()
 
@@ -311,7 +316,11 @@ class _Ensemble:
                 "opt_t": self.opt.t, "opt_state": [[cpu(t) for t in g] for g in self.opt.state]}
 
     def load(self, state: dict) -> tuple:
-        """Go on from a :meth:`state` of this same group; returns (epoch, previous)."""
+        """Go on from a :meth:`state` of this same group; returns (epoch, previous).
+
+        Everything is read and checked before the first change, so a state
+        that does not fit raises and leaves the ensemble as it was.
+        """
         from .models import MLP
 
         if state["keys"] != [c.key() for c in self.configs]:
@@ -321,24 +330,31 @@ class _Ensemble:
             if state["params"][k].shape[1:] != t.shape[1:] or len(state["params"][k]) != len(ids):
                 raise ValueError(f"parameter {k} has shape {tuple(state['params'][k].shape)}")
         gens = [self.gens[i] for i in ids]
-        for member, saved in zip(gens, state["generators"]):
+        saved_gens = [{k: saved[k] for k in member} for member, saved
+                      in zip(gens, state["generators"], strict=True)]
+        for member, saved in zip(gens, saved_gens):
+            for k, g in member.items():
+                if saved[k].dtype != torch.uint8 or saved[k].shape != g.get_state().shape:
+                    raise ValueError(f"the {k} generator state does not fit")
+        params = {k: state["params"][k].to(dev).requires_grad_() for k in self.params}
+        buffers = {k: state["buffers"][k].to(dev) for k in self.buffers}
+        opt_state = [[t.to(dev) for t in g] for g in state["opt_state"]]
+        outcome = [{**out, "model": MLP(c.model, self.n_in, self.n_out, state=out["model"]).to(dev)}
+                   if out.get("model") is not None else out
+                   for c, out in zip(self.configs, state["outcome"], strict=True)]
+        epoch, previous, opt_t = int(state["epoch"]), list(state["previous"]), int(state["opt_t"])
+        # commit
+        for member, saved in zip(gens, saved_gens):
             for k, g in member.items():
                 g.set_state(saved[k])
-        self.ids, self.gens = ids, gens
-        self.params = {k: t.to(dev).requires_grad_() for k, t in state["params"].items()}
-        self.buffers = {k: t.to(dev) for k, t in state["buffers"].items()}
+        self.ids, self.gens, self.params, self.buffers, self.outcome = (
+            ids, gens, params, buffers, outcome)
         self.slope = torch.tensor([self.configs[i].model.slope for i in ids], device=dev)
         self.dropout = [self.configs[i].model.dropout for i in ids]
         self.noise = [self.configs[i].train.noise for i in ids]
         self.opt = self._optimizer()
-        self.opt.t = int(state["opt_t"])
-        self.opt.state = [[t.to(dev) for t in g] for g in state["opt_state"]]
-        self.outcome = []
-        for config, out in zip(self.configs, state["outcome"]):
-            if out.get("model") is not None:
-                out["model"] = MLP(config.model, self.n_in, self.n_out, state=out["model"]).to(dev)
-            self.outcome.append(out)
-        return int(state["epoch"]), list(state["previous"])
+        self.opt.t, self.opt.state = opt_t, opt_state
+        return epoch, previous
 
     def _resume(self, path) -> "tuple | None":
         try:
@@ -389,20 +405,12 @@ class _Ensemble:
             if not self.ids:
                 break
             if checkpoint is not None and time.monotonic() - last_save >= checkpoint_every:
-                _save_state(self.state(epoch, previous), checkpoint)
+                state = self.state(epoch, previous)
+                write_atomically(checkpoint, lambda handle: torch.save(state, handle))
                 last_save = time.monotonic()
         if self.ids:
             self.retire({pos: "epochs" for pos in range(len(self.ids))})
         bar.close()
-
-
-def _save_state(state: dict, path) -> None:
-    """``torch.save`` through a temporary file, so a kill never leaves half a checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
 
 
 def _check_group(configs) -> list:

@@ -72,21 +72,31 @@ def write_record(record: dict, out_dir) -> Path:
     """
     if not isinstance(record, dict) or not record.get("key"):
         raise ValueError("`record` must be a dict with a 'key', got " + repr(type(record).__name__))
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(record, default=_json_default)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{record['key']}.", suffix=".tmp")
+    path = record_path(out_dir, record["key"])
+    write_atomically(path, lambda handle: handle.write(text.encode()))
+    return path
+
+
+def write_atomically(path, write) -> None:
+    """Create ``path`` (and its folder) with ``write(binary_handle)``, all or nothing.
+
+    The bytes go to a hidden temporary file beside ``path``, are synced, and
+    the file is moved into place with ``os.replace``; a kill or an error
+    leaves the old file (or none), never half a new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        path = record_path(out_dir, record["key"])
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
 
 
 def read_record(path) -> dict:

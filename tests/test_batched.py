@@ -27,8 +27,7 @@ def _steps(configs, n_steps):
     xe, ye = ens._epoch_data(configs[0].train.batch_size, float(DATA.x_train.std()))
     for s in range(n_steps):
         sl = slice(s * 128, (s + 1) * 128)
-        grads = torch.autograd.grad(ens.losses(xe[sl], ye[sl]).sum(), ens._param_list())
-        ens.opt.step(list(grads))
+        ens.step(xe[sl], ye[sl])
     return ens
 
 
@@ -216,6 +215,21 @@ def test_killed_group_goes_on_from_its_checkpoint_with_the_same_numbers(tmp_path
     resumed = train_group(CKPT_GROUP, checkpoint=path, checkpoint_every=0)
     assert len(calls) == 3  # epochs 4-6 only
     for ref, rec in zip(reference, resumed):
+        assert {k: rec[k] for k in _COMPARED} == {k: ref[k] for k in _COMPARED}
+
+
+def test_checkpoint_that_fails_late_leaves_the_group_untouched(tmp_path, monkeypatch, caplog):
+    path = tmp_path / "group.pt"
+    _interrupt_after(monkeypatch, 3)
+    train_group(CKPT_GROUP, checkpoint=path, checkpoint_every=0)
+    monkeypatch.undo()
+    state = torch.load(path, weights_only=True)
+    assert state["outcome"][0]["model"] is not None  # the early stopper, retired before the save
+    del state["outcome"][0]["model"]["head.bias"]  # found only after the generators were read
+    torch.save(state, path)
+    recs = train_group(CKPT_GROUP, checkpoint=path)
+    assert "ignoring checkpoint" in caplog.text
+    for ref, rec in zip(train_group(CKPT_GROUP), recs):  # a clean start, not a half-resumed one
         assert {k: rec[k] for k in _COMPARED} == {k: ref[k] for k in _COMPARED}
 
 

@@ -45,6 +45,7 @@ and more than a few members of 2560 samples spill the caches, so
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 
@@ -52,11 +53,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._member_ops import MemberLeakyReLU, MemberLinear, dropout_keep
+from ._member_ops import (MemberLeakyReLU, MemberLinear, dropout_keep, member_batchnorm,
+                          member_sum)
 from .config import RunConfig
 from .records import write_atomically
-from .train import (BatchedOptimizer, _stop_reason, add_data_noise, epoch_order, fail_record,
-                    finish_record, curve_log_d, member_seeds, new_record, resolve_device)
+from .train import (DIVERGENCE_FACTOR, BatchedOptimizer, add_data_noise, curve_log_d,
+                    epoch_order, fail_record, finish_record, member_seeds, new_record,
+                    resolve_device, stop_reason)
 
 __all__ = ["train_group", "group_key", "max_group_size", "MEMBER_FIELDS"]
 
@@ -136,8 +139,56 @@ def max_group_size(config: RunConfig, *, device="cpu") -> int:
     return int(max(1, size))
 
 
-def _is_linear_weight(name: str, tensor: Tensor) -> bool:
-    return name.endswith("weight") and tensor.dim() == 2
+# Each member's row of the flat parameter buffer is padded to a multiple of
+# this many floats, so an elementwise optimiser kernel over N rows never has
+# a scalar tail or a thread seam inside a member (16 floats is one AVX-512
+# vector; the vector loops step by two vectors).
+_ROW_ALIGN = 64
+# ... and each parameter starts on a 64-byte boundary, as the batched product wants.
+_PARAM_ALIGN = 16
+_CHECKPOINT_FORMAT = 2
+
+
+class _FlatParams:
+    """Every member's parameters as one row of a flat (N, S) buffer.
+
+    ``views`` gives each parameter as a (N, ...) view of the buffer:
+    Linear weights (N, out, in), Linear biases (N, out, 1), BatchNorm
+    weights and biases (N, F).  Rows are padded to :data:`_ROW_ALIGN`.
+    """
+
+    def __init__(self, states: list, names: list, device):
+        self.names = list(names)
+        self.shapes, self.natural, self.offsets, offset = {}, {}, {}, 0
+        for k in self.names:
+            t = states[0][k]
+            column = k.endswith("linear.bias") or k == "head.bias"  # (out, 1): broadcasts over B
+            self.natural[k] = tuple(t.shape)
+            self.shapes[k], self.offsets[k] = tuple(t.shape) + ((1,) if column else ()), offset
+            offset += -(-t.numel() // _PARAM_ALIGN) * _PARAM_ALIGN  # see member_bmm
+        width = -(-offset // _ROW_ALIGN) * _ROW_ALIGN
+        self.flat = torch.zeros(len(states), width, device=device)
+        for view, k in zip(self.views(self.flat).values(), self.names):
+            view.copy_(torch.stack([state[k].reshape(view.shape[1:]) for state in states]))
+
+    def views(self, flat: Tensor) -> dict:
+        """Each parameter as a (N, ...) view with member stride S, also when N is 1."""
+        out = {}
+        for k, o in self.offsets.items():
+            shape = self.shapes[k]
+            inner = [math.prod(shape[i + 1:]) for i in range(len(shape))]
+            out[k] = flat.as_strided((flat.shape[0], *shape), (flat.stride(0), *inner),
+                                     flat.storage_offset() + o)
+        return out
+
+    def member_state(self, pos: int) -> dict:
+        """Member ``pos``'s parameters in ``MLP.state_dict()`` shapes (copies)."""
+        row = self.flat[pos].detach()
+        return {k: row[o:o + math.prod(self.natural[k])].clone().view(self.natural[k])
+                for k, o in self.offsets.items()}
+
+    def keep(self, index: Tensor) -> None:
+        self.flat = self.flat.index_select(0, index)
 
 
 class _Ensemble:
@@ -158,61 +209,63 @@ class _Ensemble:
         self.buffer_names = [k for k in names if k.rsplit(".", 1)[-1] in
                              ("running_mean", "running_var", "num_batches_tracked")]
         self.param_names = [k for k in names if k not in self.buffer_names]
-        # Linear weights are kept as W^T, (N, in, out): x @ W^T then has a
-        # contiguous gradient and needs no transposed operand.
-        self.transposed = {k for k in names if _is_linear_weight(k, states[0][k])}
-        stack = lambda k: torch.stack([s[k].T if k in self.transposed else s[k]  # noqa: E731
-                                       for s in states]).contiguous().to(device)
-        self.params = {k: stack(k).requires_grad_() for k in self.param_names}
-        self.buffers = {k: stack(k) for k in self.buffer_names}
-        self.slope = torch.tensor([c.model.slope for c in configs], device=device)
-        self.dropout = [c.model.dropout for c in configs]
-        self.noise = [c.train.noise for c in configs]
+        self.weights = _FlatParams(states, self.param_names, device)
+        self.buffers = {k: torch.stack([s[k] for s in states]).to(device)
+                        for k in self.buffer_names}
         self.gens = [{k: torch.Generator(device=device).manual_seed(v)
                       for k, v in s.items() if k != "init"} for s in seeds]
-        self.ids = list(range(len(configs)))
+        self._set_members(list(range(len(configs))))
         self.opt = self._optimizer()
         self.outcome = [{} for _ in configs]  # per original member: status, state, ...
+
+    def _set_members(self, ids: list) -> None:
+        """Per-member settings and the parameter views for the members ``ids``."""
+        self.ids = ids
+        cfg = [self.configs[i] for i in ids]
+        self.slope = torch.tensor([c.model.slope for c in cfg], device=self.device)
+        self.dropout = [c.model.dropout for c in cfg]
+        self.noise = [c.train.noise for c in cfg]
+        self.params = {k: v.requires_grad_()
+                       for k, v in self.weights.views(self.weights.flat).items()}
+        self.grad_flat = torch.zeros_like(self.weights.flat)
+        self.grad_views = self.weights.views(self.grad_flat)
+        self._inputs = None
 
     def _optimizer(self) -> BatchedOptimizer:
         """A fresh optimiser over the active members."""
         active = [self.configs[i].train for i in self.ids]
         return BatchedOptimizer(
-            active[0].optimizer, self._param_list(), [t.lr for t in active],
+            active[0].optimizer, [self.weights.flat], [t.lr for t in active],
             temperatures=[t.temperature for t in active], weight_decay=active[0].weight_decay,
             generators=[g["langevin"] for g in self.gens])
 
-    def _param_list(self) -> list:
-        return [self.params[k] for k in self.param_names]
-
     # ----------------------------------------------------------- forward
     def _batchnorm(self, x: Tensor, name: str) -> Tensor:
-        """Training-mode BatchNorm over each member's batch: x (B, N, F), N·F channels."""
+        """Training-mode BatchNorm over each member's batch, x (N, F, B)."""
         self.buffers[f"{name}.num_batches_tracked"].add_(1)
-        out = F.batch_norm(
-            x.reshape(x.shape[0], -1), self.buffers[f"{name}.running_mean"].view(-1),
-            self.buffers[f"{name}.running_var"].view(-1), self.params[f"{name}.weight"].view(-1),
-            self.params[f"{name}.bias"].view(-1), True, _BN_MOMENTUM, _BN_EPS)
-        return out.view(x.shape)
+        return member_batchnorm(x, self.params[f"{name}.weight"], self.params[f"{name}.bias"],
+                                self.buffers[f"{name}.running_mean"],
+                                self.buffers[f"{name}.running_var"],
+                                momentum=_BN_MOMENTUM, eps=_BN_EPS)
 
     def _dropout_masks(self, batch: int) -> "Tensor | None":
-        """Per-member dropout multipliers of shape (L-1, B, N, width), or None."""
+        """Per-member dropout multipliers of shape (L-1, N, width, B), or None."""
         if not any(self.dropout):
             return None
-        width = self.params["blocks.0.linear.weight"].shape[2]
-        shape = (self.hidden, batch, len(self.ids), width)
+        width = self.weights.shapes["blocks.0.linear.weight"][0]
+        shape = (self.hidden, len(self.ids), width, batch)
         mult = (torch.empty(shape, device=self.device) if all(self.dropout)
                 else torch.ones(shape, device=self.device))
         for pos, p in enumerate(self.dropout):
             if p > 0:
                 keep, scale = dropout_keep((self.hidden, batch, width), p,
                                             self.gens[pos]["dropout"])
-                torch.mul(keep.to(self.device), scale, out=mult[:, :, pos])
+                torch.mul(keep.to(self.device).transpose(1, 2), scale, out=mult[:, pos])
         return mult
 
     def losses(self, x: Tensor, y: Tensor) -> Tensor:
-        """Per-member mean cross-entropy, shape (N,), for x (B, N, n_in), y (B, N)."""
-        p, drop = self.params, self._dropout_masks(x.shape[0])
+        """Per-sample cross-entropy (N, B) for inputs x (N, n_in, B) and labels y (N, B)."""
+        p, drop = self.params, self._dropout_masks(x.shape[2])
         if self.bn:
             x = self._batchnorm(x, "input_bn")
         for i in range(self.hidden):
@@ -223,16 +276,18 @@ class _Ensemble:
             if drop is not None:
                 x = x * drop[i]
         logits = MemberLinear.apply(x, p["head.weight"], p["head.bias"])
-        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
-        return loss.view(y.shape).mean(0)
+        rows = logits.transpose(1, 2).reshape(-1, self.n_out)
+        return F.cross_entropy(rows, y.reshape(-1), reduction="none").view(y.shape)
 
     # ----------------------------------------------------------- data
     def _epoch_data(self, batch_size: int, x_std: float) -> tuple:
-        """Each member's reordered, noisy copy of the training set: (n, N, ...), (n, N)."""
+        """Each member's reordered, noisy training set: inputs (N, n_in, n), labels (N, n)."""
         X, Y, N = self.data.x_train, self.data.y_train, len(self.ids)
         full = batch_size == 0 or batch_size >= len(X)
         if full and not any(self.noise):
-            return X.unsqueeze(1).expand(-1, N, -1), Y.unsqueeze(1).expand(-1, N)
+            if self._inputs is None:
+                self._inputs = (X.T.unsqueeze(0).repeat(N, 1, 1), Y.unsqueeze(0).repeat(N, 1))
+            return self._inputs
         xs, ys = [], []
         for pos in range(N):
             g = self.gens[pos]
@@ -240,18 +295,22 @@ class _Ensemble:
             x, y = (X, Y) if order is None else (X[order], Y[order])
             x, y = add_data_noise(x, y, self.noise[pos], x_std=x_std,
                                   n_classes=self.n_out, generator=g["noise"])
-            xs.append(x)
+            xs.append(x.T)
             ys.append(y)
-        return torch.stack(xs, dim=1), torch.stack(ys, dim=1)
+        return torch.stack(xs), torch.stack(ys)
 
     # ----------------------------------------------------------- members
     def export(self, pos: int):
         """Member at position ``pos`` as a :class:`~dnn_spring.models.MLP` on the device."""
         from .models import MLP
 
-        state = {k: t[pos].detach().T if k in self.transposed else t[pos].detach()
-                 for k, t in {**self.params, **self.buffers}.items()}
+        state = self.weights.member_state(pos)
+        state.update({k: t[pos].clone() for k, t in self.buffers.items()})
         return MLP(self.configs[self.ids[pos]].model, self.n_in, self.n_out, state=state)
+
+    def finite(self) -> list:
+        """Per active member: are all its parameters finite?"""
+        return torch.isfinite(self.weights.flat).all(1).tolist()
 
     def retire(self, reasons: dict) -> None:
         """Copy out the members ``{pos: stop_reason}`` and drop them from the stack."""
@@ -264,15 +323,11 @@ class _Ensemble:
             self.ids = []
             return
         index = torch.tensor(keep, device=self.device)
-        self.params = {k: t.detach().index_select(0, index).requires_grad_()
-                       for k, t in self.params.items()}
+        self.weights.keep(index)
         self.buffers = {k: t.index_select(0, index) for k, t in self.buffers.items()}
-        self.slope = self.slope.index_select(0, index)
-        self.dropout = [self.dropout[i] for i in keep]
-        self.noise = [self.noise[i] for i in keep]
         self.gens = [self.gens[i] for i in keep]
-        self.ids = [self.ids[i] for i in keep]
-        self.opt.keep(self._param_list(), keep)
+        self._set_members([self.ids[i] for i in keep])
+        self.opt.keep([self.weights.flat], keep)
 
     def _trajectory(self, epoch: int) -> None:
         for pos, i in enumerate(self.ids):
@@ -280,55 +335,63 @@ class _Ensemble:
             self.outcome[i].setdefault("trajectory", []).append({"epoch": epoch, "log_d": log_d})
 
     def step(self, x: Tensor, y: Tensor) -> Tensor:
-        """One optimiser step on a batch (as :meth:`losses`); the detached losses (N,)."""
+        """One optimiser step on a batch x (N, n_in, B), y (N, B); each member's mean loss (N,)."""
         losses = self.losses(x, y)
-        grads = torch.autograd.grad(losses.sum(), self._param_list())
-        self.opt.step(list(grads))
-        return losses.detach()
+        batch = y.shape[1]
+        names = self.param_names
+        grads = torch.autograd.grad(losses, [self.params[k] for k in names],
+                                    grad_outputs=torch.full_like(losses, 1.0 / batch))
+        for k, g in zip(names, grads):
+            self.grad_views[k].copy_(g)
+        self.opt.step([self.grad_flat])
+        losses = losses.detach()
+        return (member_sum(losses.unsqueeze(1)) / batch).view(-1)
 
     def _epoch(self, batch_size: int, x_std: float) -> list:
         xe, ye = self._epoch_data(batch_size, x_std)
-        n = xe.shape[0]
+        n = xe.shape[2]
         step = n if batch_size == 0 or batch_size >= n else batch_size
         total = torch.zeros(len(self.ids), device=self.device)
         seen = 0
         for s in range(0, n, step):
             if self.bn and n - s == 1:
                 break  # BatchNorm cannot train on a last batch of one sample; skip it
-            xb, yb = xe[s:s + step], ye[s:s + step]
+            xb, yb = xe[:, :, s:s + step].contiguous(), ye[:, s:s + step]
             losses = self.step(xb, yb)
-            total += losses * xb.shape[0]
-            seen += xb.shape[0]
+            total += losses * yb.shape[1]
+            seen += yb.shape[1]
         return (total / seen).tolist()
 
     # ----------------------------------------------------------- checkpoints
-    def state(self, epoch: int, previous: list) -> dict:
+    def state(self, epoch: int, previous: list, above: list) -> dict:
         """Everything needed to go on after ``epoch``, as CPU tensors and plain values."""
         cpu = lambda t: t.detach().cpu()  # noqa: E731
         outcome = [{k: ({n: cpu(t) for n, t in v.state_dict().items()}
                         if k == "model" and v is not None else v) for k, v in out.items()}
                    for out in self.outcome]
-        return {"keys": [c.key() for c in self.configs], "epoch": epoch, "ids": list(self.ids),
-                "previous": list(previous), "outcome": outcome,
-                "params": {k: cpu(t) for k, t in self.params.items()},
+        return {"format": _CHECKPOINT_FORMAT, "keys": [c.key() for c in self.configs],
+                "epoch": epoch, "ids": list(self.ids), "previous": list(previous),
+                "above": list(above), "outcome": outcome, "flat": cpu(self.weights.flat),
                 "buffers": {k: cpu(t) for k, t in self.buffers.items()},
                 "generators": [{k: g.get_state() for k, g in gens.items()} for gens in self.gens],
                 "opt_t": self.opt.t, "opt_state": [[cpu(t) for t in g] for g in self.opt.state]}
 
     def load(self, state: dict) -> tuple:
-        """Go on from a :meth:`state` of this same group; returns (epoch, previous).
+        """Go on from a :meth:`state` of this same group; returns (epoch, previous, above).
 
         Everything is read and checked before the first change, so a state
         that does not fit raises and leaves the ensemble as it was.
         """
         from .models import MLP
 
+        if state.get("format") != _CHECKPOINT_FORMAT:
+            raise ValueError(f"it has format {state.get('format')!r}, not {_CHECKPOINT_FORMAT}")
         if state["keys"] != [c.key() for c in self.configs]:
             raise ValueError("it belongs to another group of configs")
         ids, dev = [int(i) for i in state["ids"]], self.device
-        for k, t in self.params.items():
-            if state["params"][k].shape[1:] != t.shape[1:] or len(state["params"][k]) != len(ids):
-                raise ValueError(f"parameter {k} has shape {tuple(state['params'][k].shape)}")
+        flat = state["flat"]
+        if flat.shape != (len(ids), self.weights.flat.shape[1]) or flat.dtype != torch.float32:
+            raise ValueError(f"its parameters have shape {tuple(flat.shape)}")
         gens = [self.gens[i] for i in ids]
         saved_gens = [{k: saved[k] for k in member} for member, saved
                       in zip(gens, state["generators"], strict=True)]
@@ -336,25 +399,23 @@ class _Ensemble:
             for k, g in member.items():
                 if saved[k].dtype != torch.uint8 or saved[k].shape != g.get_state().shape:
                     raise ValueError(f"the {k} generator state does not fit")
-        params = {k: state["params"][k].to(dev).requires_grad_() for k in self.params}
         buffers = {k: state["buffers"][k].to(dev) for k in self.buffers}
         opt_state = [[t.to(dev) for t in g] for g in state["opt_state"]]
         outcome = [{**out, "model": MLP(c.model, self.n_in, self.n_out, state=out["model"]).to(dev)}
                    if out.get("model") is not None else out
                    for c, out in zip(self.configs, state["outcome"], strict=True)]
         epoch, previous, opt_t = int(state["epoch"]), list(state["previous"]), int(state["opt_t"])
+        above = [int(a) for a in state["above"]]
         # commit
         for member, saved in zip(gens, saved_gens):
             for k, g in member.items():
                 g.set_state(saved[k])
-        self.ids, self.gens, self.params, self.buffers, self.outcome = (
-            ids, gens, params, buffers, outcome)
-        self.slope = torch.tensor([self.configs[i].model.slope for i in ids], device=dev)
-        self.dropout = [self.configs[i].model.dropout for i in ids]
-        self.noise = [self.configs[i].train.noise for i in ids]
+        self.weights.flat = flat.to(dev)
+        self.gens, self.buffers, self.outcome = gens, buffers, outcome
+        self._set_members(ids)
         self.opt = self._optimizer()
         self.opt.t, self.opt.state = opt_t, opt_state
-        return epoch, previous
+        return epoch, previous, above
 
     def _resume(self, path) -> "tuple | None":
         try:
@@ -379,10 +440,11 @@ class _Ensemble:
 
         train = self.configs[0].train
         x_std = float(self.data.x_train.std())
-        start, previous = 0, [None] * len(self.ids)
+        chance = math.log(self.n_out)
+        start, previous, above = 0, [None] * len(self.ids), [0] * len(self.ids)
         resumed = self._resume(checkpoint) if checkpoint is not None else None
         if resumed is not None:
-            start, previous = resumed
+            start, previous, above = resumed
         elif train.curve_every:
             self._trajectory(0)
         last_save = time.monotonic()
@@ -390,22 +452,26 @@ class _Ensemble:
                    leave=False)
         for epoch in bar:
             means = self._epoch(train.batch_size, x_std)
+            finite = self.finite()
             stops = {}
             for pos, (i, mean) in enumerate(zip(self.ids, means)):
                 self.outcome[i].update(epochs_run=epoch, train_loss=mean)
-                reason = _stop_reason(mean, previous[pos], train)
+                above[pos] = above[pos] + 1 if mean > DIVERGENCE_FACTOR * chance else 0
+                reason = stop_reason(mean, previous[pos], train, finite=finite[pos],
+                                     epochs_above=above[pos], last=epoch == train.epochs)
                 if reason:
                     stops[pos] = reason
             if train.curve_every and epoch % train.curve_every == 0:
                 self._trajectory(epoch)
             bar.set_postfix(active=len(self.ids), loss=f"{sum(means) / len(means):.4g}")
             previous = [m for pos, m in enumerate(means) if pos not in stops]
+            above = [a for pos, a in enumerate(above) if pos not in stops]
             if stops:
                 self.retire(stops)
             if not self.ids:
                 break
             if checkpoint is not None and time.monotonic() - last_save >= checkpoint_every:
-                state = self.state(epoch, previous)
+                state = self.state(epoch, previous, above)
                 write_atomically(checkpoint, lambda handle: torch.save(state, handle))
                 last_save = time.monotonic()
         if self.ids:

@@ -186,11 +186,27 @@ def _model_device(model: nn.Module, device):
     return torch.device("cpu")
 
 
+def _model_dtype(model: nn.Module):
+    """The floating dtype of the model's first floating parameter or buffer (None: none)."""
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return None
+
+
 def _run_pass(model, recorder, batches, device, sink):
-    """One forward pass over the data, hooks feeding ``sink(point, x, y)``."""
+    """One forward pass over the data, hooks feeding ``sink(point, x, y)``.
+
+    Floating inputs are cast to the model's dtype (float64 numpy data into a
+    float32 model is the common case).
+    """
     current = {}
     recorder.sink = lambda point, feats: sink(point, feats, current["y"])
+    dtype = _model_dtype(model)
     for x, y in batches():
+        x = torch.as_tensor(x)
+        if dtype is not None and x.is_floating_point() and x.dtype != dtype:
+            x = x.to(dtype)
         current["y"] = torch.as_tensor(y).to(device)
         recorder.start_batch()
         model(x.to(device))
@@ -211,6 +227,8 @@ def load_curve(model: nn.Module, data, labels=None, layers=None, *, batch_size: 
     model : nn.Module
     data : tensor of shape (n_samples, ...) or iterable of (inputs, labels)
         The inputs, or a DataLoader / list of ``(inputs, labels)`` batches.
+        Floating inputs are cast to the model's dtype (float64 numpy arrays
+        into a float32 model).
         It is read twice unless all features fit ``cache_bytes``, so a
         DataLoader must give the same samples each time (no augmentation).
     labels : tensor of shape (n_samples,), optional

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
@@ -36,7 +37,17 @@ def _check_choice(errors: list, name: str, value, choices) -> None:
         errors.append(f"`{name}` must be one of {set(choices)}, got {value!r}")
 
 
+def _check_finite(errors: list, config) -> None:
+    # inf and NaN pass some range checks (`lr` > 0) and break a run; reject every one.
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            errors.append(f"`{f.name}` must be a finite number, got {value!r}")
+
+
 def _check_range(errors: list, name: str, value, lo=None, hi=None, lo_open=False) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return  # reported by _check_finite
     ok = True
     if lo is not None:
         ok = value > lo if lo_open else value >= lo
@@ -76,12 +87,13 @@ class ModelConfig:
 
     def __post_init__(self):
         e: list = []
+        _check_finite(e, self)
         _check_choice(e, "arch", self.arch, ARCHS)
         _check_range(e, "depth", self.depth, 2)
         _check_range(e, "width", self.width, 1)
         _check_range(e, "slope", self.slope, 0.0, 1.0)
         _check_range(e, "dropout", self.dropout, 0.0, 1.0)
-        if self.dropout >= 1.0:
+        if math.isfinite(self.dropout) and self.dropout >= 1.0:
             e.append(f"`dropout` must be < 1, got {self.dropout!r}")
         _check_choice(e, "init", self.init, INITS)
         _check_range(e, "init_scale", self.init_scale, 0.0, lo_open=True)
@@ -105,6 +117,7 @@ class DataConfig:
 
     def __post_init__(self):
         e: list = []
+        _check_finite(e, self)
         _check_choice(e, "dataset", self.dataset, DATASETS)
         _check_range(e, "n_train", self.n_train, 0)
         _check_range(e, "image_size", self.image_size, 1)
@@ -135,6 +148,7 @@ class TrainConfig:
 
     def __post_init__(self):
         e: list = []
+        _check_finite(e, self)
         _check_choice(e, "optimizer", self.optimizer, OPTIMIZERS)
         _check_range(e, "lr", self.lr, 0.0, lo_open=True)
         _check_range(e, "batch_size", self.batch_size, 0)

@@ -40,7 +40,10 @@ For ``gaussian`` and ``random`` the training set has ``n_train`` samples
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import os
+import tarfile
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -174,12 +177,31 @@ _MNIST_FILES = (
 )
 
 
-def _torchvision_split(klass, root: str, folder: str, name: str, what: str, files):
+def _archive_problem(path: str) -> "Exception | None":
+    """Why the ``.gz`` / ``.tar.gz`` archive at ``path`` cannot be read in full (None: it can)."""
+    try:
+        if path.endswith(".tar.gz"):
+            with tarfile.open(path, "r:gz") as tar:
+                for member in tar:  # walks the whole stream: a truncated one fails
+                    pass
+        else:
+            with gzip.open(path, "rb") as handle:
+                while handle.read(1 << 24):
+                    pass
+    except (OSError, EOFError, tarfile.TarError, zlib.error) as err:
+        return type(err)(f"{os.path.basename(path)}: {err}")
+    return None
+
+
+def _torchvision_split(klass, root: str, folder: str, name: str, what: str, files,
+                       archives=None):
     """(train, test) torchvision data sets, downloading once if they are missing.
 
-    ``files`` are the names torchvision reads in ``folder``: when all of them
-    are there and still fail to load, the error says they look corrupt rather
-    than missing.
+    ``files`` are the names torchvision reads in ``folder``; ``archives``
+    maps each to the path of the archive it is extracted from (the official
+    ``.gz`` files).  When every file is there, itself or as its archive, and
+    loading still fails, the error says they look corrupt (naming a
+    truncated archive) rather than missing.
     """
     try:
         return klass(root, train=True), klass(root, train=False)
@@ -188,8 +210,13 @@ def _torchvision_split(klass, root: str, folder: str, name: str, what: str, file
     try:
         return klass(root, train=True, download=True), klass(root, train=False)
     except Exception as err:  # offline: URLError, RuntimeError, OSError, ...
-        if all(os.path.isfile(os.path.join(folder, f)) for f in files):
-            raise _unreadable(name, folder, first) from first
+        archives = archives or {}
+        unpacked = {f: os.path.isfile(os.path.join(folder, f)) for f in files}
+        packed = {f: f in archives and os.path.isfile(archives[f]) for f in files}
+        if all(unpacked[f] or packed[f] for f in files):
+            needed = sorted({archives[f] for f in files if not unpacked[f]})
+            cause = next(filter(None, map(_archive_problem, needed)), first)
+            raise _unreadable(name, folder, cause) from first
         raise _missing(name, folder, what) from err
 
 
@@ -200,7 +227,9 @@ def _load_mnist_like(config: DataConfig):
     name = klass.__name__
     folder = os.path.join(config.data_root, name, "raw")
     files = [os.path.splitext(os.path.basename(url))[0] for url, _ in klass.resources]
-    train, test = _torchvision_split(klass, config.data_root, folder, name, _MNIST_FILES, files)
+    archives = {f: os.path.join(folder, f + ".gz") for f in files}
+    train, test = _torchvision_split(klass, config.data_root, folder, name, _MNIST_FILES, files,
+                                     archives)
     idx = _subset(len(train.targets), config.n_train or DEFAULT_N_TRAIN, config.data_seed, name)
     x_tr = _resize(train.data[idx][:, None], config.image_size)
     x_te = _resize(test.data[:, None], config.image_size)
@@ -214,7 +243,9 @@ def _load_cifar10(config: DataConfig):
     what = f"cifar-10-python.tar.gz in {config.data_root} (or its extracted cifar-10-batches-py)"
     klass = datasets.CIFAR10
     files = [f for f, _ in klass.train_list + klass.test_list] + [klass.meta["filename"]]
-    train, test = _torchvision_split(klass, config.data_root, folder, "CIFAR-10", what, files)
+    archive = os.path.join(config.data_root, klass.filename)  # cifar-10-python.tar.gz
+    train, test = _torchvision_split(klass, config.data_root, folder, "CIFAR-10", what, files,
+                                     dict.fromkeys(files, archive))
     targets = torch.as_tensor(train.targets, dtype=torch.long)
     idx = _subset(len(targets), config.n_train or DEFAULT_N_TRAIN, config.data_seed, "CIFAR-10")
     # torchvision keeps CIFAR as (N, H, W, C) uint8
@@ -271,7 +302,8 @@ def load_dataset(config: DataConfig, *, device="cpu", flatten: bool | None = Non
     ------
     FileNotFoundError
         A torchvision data set is neither under ``data_root`` nor downloadable,
-        or its files there cannot be read (corrupt or truncated).
+        or its files there cannot be read (corrupt, or a truncated ``.gz``
+        archive: the message names it).
     ValueError
         ``n_train`` larger than the training split.
     """

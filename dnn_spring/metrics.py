@@ -33,16 +33,33 @@ DEFAULT_MAX_INVERSE_WIDTH = 2048
 
 
 def _as_features(x) -> torch.Tensor:
-    """Return ``x`` as a float64 tensor of shape (n, p), flattening trailing axes."""
+    """Return ``x`` as a float64 tensor of shape (n, p), flattening trailing axes.
+
+    Any real dtype (float32, float16, integers, bool) is converted.
+    """
     if isinstance(x, np.ndarray):
+        if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+            raise TypeError(f"`features` must hold real numbers, got dtype {x.dtype}")
         x = torch.from_numpy(x)
     elif not isinstance(x, torch.Tensor):
         raise TypeError(f"`features` must be a torch.Tensor or numpy array, got {type(x).__name__}")
     if x.ndim == 0:
         raise ValueError("`features` must have shape (n_samples, ...), got a scalar")
+    if x.is_complex():
+        raise TypeError(f"`features` must hold real numbers, got dtype {x.dtype}")
+    width = math.prod(x.shape[1:])
+    if width == 0:
+        raise ValueError("`features` must have at least one feature per sample, "
+                         f"got shape {tuple(x.shape)}")
     x = x.detach()
     # Never modified in place below, so float64 input is used without a copy.
-    return x.reshape(x.shape[0], -1).to(torch.float64)
+    return x.reshape(x.shape[0], width).to(torch.float64)
+
+
+def _check_not_empty(x) -> None:
+    """``x``: features as given (an array, before :func:`_as_features`)."""
+    if getattr(x, "ndim", 0) and x.shape[0] == 0:
+        raise ValueError(f"`features` must hold at least one sample, got shape {tuple(x.shape)}")
 
 
 def _as_labels(y, n: int, device) -> torch.Tensor:
@@ -77,7 +94,9 @@ class FuzzinessAccumulator:
     ----------
     n_classes : int, optional
         Number of classes; every class in ``0..n_classes-1`` must then have
-        samples.  By default the classes are the labels seen.
+        samples.  By default the classes are the distinct labels seen, which
+        may be any non-negative integers (ids like 10**9 cost no more than
+        0..C-1).
     rtol : float, default=1e-6
         Relative cut-off on the singular values of ``W^{1/2} M``.
     inverse : bool, default=True
@@ -103,6 +122,8 @@ class FuzzinessAccumulator:
         self._counts = None
         self._sums = None
         self._means = None
+        # The class of row i of the sums: 0..n_classes-1, else the sorted labels seen.
+        self._labels = None if n_classes is None else torch.arange(int(n_classes))
 
     # -- pass 1 ---------------------------------------------------------
     def _where(self) -> str:
@@ -117,21 +138,40 @@ class FuzzinessAccumulator:
             raise ValueError(f"`features` contain NaN or inf values{self._where()}")
         if self._sums is None:
             self._p = x.shape[1]
-            self._sums = x.new_zeros((0, self._p))
-            self._counts = x.new_zeros(0)
+            n_rows = 0 if self._labels is None else self._labels.numel()
+            self._sums = x.new_zeros((n_rows, self._p))
+            self._counts = x.new_zeros(n_rows)
         elif x.shape[1] != self._p:
             raise ValueError(f"feature width changed between batches{self._where()}: {self._p} then {x.shape[1]}")
         if y.numel() == 0:
             return
-        c_needed = int(y.max()) + 1
-        if self.n_classes is not None and c_needed > self.n_classes:
-            raise ValueError(f"`labels` must be < n_classes={self.n_classes}, got {c_needed - 1}")
-        if c_needed > self._sums.shape[0]:
-            grow = c_needed - self._sums.shape[0]
-            self._sums = torch.cat([self._sums, x.new_zeros((grow, self._p))])
-            self._counts = torch.cat([self._counts, x.new_zeros(grow)])
-        self._sums.index_add_(0, y, x)
-        self._counts.index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
+        if self.n_classes is not None and int(y.max()) >= self.n_classes:
+            raise ValueError(f"`labels` must be < n_classes={self.n_classes}, got {int(y.max())}")
+        if self.n_classes is None:
+            self._add_classes(y, x)
+            rows = self._rows(y)
+        else:
+            rows = y  # row c is class c
+        self._sums.index_add_(0, rows, x)
+        self._counts.index_add_(0, rows, torch.ones_like(y, dtype=torch.float64))
+
+    def _add_classes(self, y: torch.Tensor, x: torch.Tensor) -> None:
+        """Give every new label a row, keeping the rows in label order."""
+        seen = y.new_zeros(0) if self._labels is None else self._labels.to(y.device)
+        labels = torch.unique(torch.cat([seen, y]))
+        if labels.numel() == seen.numel():
+            self._labels = labels
+            return
+        old = torch.searchsorted(labels, seen)
+        sums, counts = x.new_zeros((labels.numel(), self._p)), x.new_zeros(labels.numel())
+        sums[old], counts[old] = self._sums, self._counts
+        self._labels, self._sums, self._counts = labels, sums, counts
+
+    def _rows(self, y: torch.Tensor) -> torch.Tensor:
+        """Row of each label; -1 for a label without one."""
+        labels = self._labels.to(y.device)
+        rows = torch.searchsorted(labels, y).clamp_(max=labels.numel() - 1)
+        return torch.where(labels[rows] == y, rows, -1)
 
     def finish_means(self) -> None:
         """Fix the class means and the projection onto the span of SS_B."""
@@ -140,7 +180,6 @@ class FuzzinessAccumulator:
         counts, sums = self._counts, self._sums
         if self.n_classes is not None:
             missing = (counts[: self.n_classes] == 0).nonzero().flatten().tolist()
-            missing += list(range(counts.numel(), self.n_classes))
             if missing:
                 raise ValueError(f"class {missing[0]} has no samples (empty classes: {missing}); "
                                  f"every class in 0..{self.n_classes - 1} needs at least one")
@@ -176,9 +215,11 @@ class FuzzinessAccumulator:
         y = _as_labels(labels, x.shape[0], x.device)
         if x.shape[1] != self._p:
             raise ValueError(f"feature width changed between passes{self._where()}: {self._p} then {x.shape[1]}")
-        if y.numel() and int(y.max()) >= self._means.shape[0]:
-            raise ValueError(f"label {int(y.max())} was not seen in the first pass{self._where()}")
-        z = self._means[y]  # a fresh gather, so it can be overwritten in place
+        rows = self._rows(y) if y.numel() else y
+        if y.numel() and int(rows.min()) < 0:
+            unseen = int(y[rows < 0][0])
+            raise ValueError(f"label {unseen} was not seen in the first pass{self._where()}")
+        z = self._means[rows]  # a fresh gather, so it can be overwritten in place
         z.neg_().add_(x)  # x - μ_y without a second N×p buffer
         proj = z @ self._proj
         self._d_sum += float(torch.dot(proj.ravel(), proj.ravel()))
@@ -300,6 +341,7 @@ def probe_stats(features, labels) -> dict:
         labels, 0 = perfectly linearly decodable, 1 = nothing decodable) and
         ``logistic_loss`` (training log-loss of a logistic regression).
     """
+    _check_not_empty(features)
     x = _as_features(features)
     y = _as_labels(labels, x.shape[0], x.device)
     _, y = torch.unique(y, return_inverse=True)
@@ -336,6 +378,7 @@ def separation_stats(features, labels=None, *, n_classes=None, rtol=DEFAULT_RTOL
         and ``logistic_loss``.
     """
     if isinstance(features, (torch.Tensor, np.ndarray)):
+        _check_not_empty(features)
         features = _as_features(features)  # convert once, not once per pass
     get_batches = _batches(features, labels)
     acc = FuzzinessAccumulator(n_classes=n_classes, rtol=rtol, inverse=inverse,
@@ -361,9 +404,10 @@ def separation_fuzziness(features, labels=None, *, n_classes=None, rtol=DEFAULT_
     features : tensor or ndarray of shape (n_samples, ...), or iterable of batches
         See :func:`separation_stats`.
     labels : array-like of int of shape (n_samples,), optional
-        Class indices in ``0..C-1`` (any non-negative integers work).
+        Class indices in ``0..C-1`` (any non-negative integers work, e.g.
+        ids around 10**9).
     n_classes : int, optional
-        Require exactly these classes to be present.
+        Require exactly the classes ``0..n_classes-1`` to be present.
     rtol : float, default=1e-6
         Relative singular-value cut-off for the rank of SS_B.
 

@@ -5,7 +5,9 @@ per run) and returns a matplotlib Figure.  The grid of a panel is always the
 same: rows are the LeakyReLU slopes α, from 0 (ReLU, top) to 1 (linear,
 bottom); columns are the noise axis from most noisy (left) to least noisy
 (right): large → small for ``noise``, ``lr`` and ``dropout``, small → large
-for ``batch_size`` (``batch_size=0``, full batch, counts as the largest).
+for ``batch_size`` (``batch_size=0``, full batch, counts as the largest).  A
+table in which another of these axes also takes several values is refused
+(select one value of it first), as its cells would average over them.
 
 Conventions of a phase-diagram cell: the seed mean of log D against ℓ over
 ``ℓ = 0 .. L-1``, the logits point left out as in the shape statistics
@@ -78,6 +80,15 @@ def _check_table(table: pd.DataFrame, axis) -> str:
     axis = infer_axis(table) if axis is None else axis
     if axis not in table.columns:
         raise ValueError(f"`axis` {axis!r} is not a column of the table")
+    for other in (a for a in NOISE_AXES if a != axis and a in table.columns):
+        values = sorted(table[other].dropna().unique())
+        if len(values) > 1:
+            shown = ", ".join(f"{v:g}" for v in values)
+            raise ValueError(
+                f"the table has {len(values)} values of `{other}` ({shown}) besides the axis "
+                f"`{axis}`, and cells would average over them; select one (`--where "
+                f"{other}={values[0]:g}` on the command line, table[table[{other!r}] == "
+                f"{values[0]:g}] in Python) or plot `axis={other!r}`")
     mixed = [f for f in _CONFIG_FIELDS if f in table.columns and table[f].nunique() > 1]
     if mixed:
         logger.warning("the table mixes runs with different %s; cells average over them", mixed)

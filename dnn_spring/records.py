@@ -3,19 +3,31 @@
 A sweep's results folder holds ``<key>.json`` per finished run, ``key`` being
 ``RunConfig.key()``.  A record is written to a temporary file in the same
 folder and moved into place with ``os.replace``, so a killed job leaves either
-the whole record or none.  A file that does not parse, is not a dict, or whose
-``key`` does not match its name is *corrupt*: it is reported by name (one
-warning line each), skipped by :func:`collect`, and rerun by the runner.
+the whole record or none.  A file that does not parse, is not a dict, whose
+``key`` does not match its name, or that breaks the record schema
+(:func:`check_record`: the config fields, ``status``, the numbers, the load
+curve lists and the trajectory, each of its type) is *corrupt*: it is
+reported by name with the reason (one warning line each), skipped by
+:func:`collect`, and moved to ``<out_dir>/.bad/`` and rerun by the sweep.
 
 :func:`collect` turns a folder into a DataFrame with one row per run;
 :func:`save_table` / :func:`load_table` store it as Parquet (list columns such
-as ``log_d`` stay lists) or CSV (list columns become JSON strings).
+as ``log_d`` stay lists) or CSV (list columns become JSON strings); the table
+file is written atomically too.
+
+A record that cannot be written (disk full, a file that cannot be replaced)
+is not lost: :func:`write_record_or_keep` appends it to
+``$TMPDIR/dnn-spring-unsaved-<pid>.jsonl`` and raises
+:class:`RecordWriteError`, whose one line per record names the path, the OS
+error and that file.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -26,9 +38,14 @@ import pandas as pd
 __all__ = [
     "CorruptRecordError",
     "FINISHED_STATUSES",
+    "BAD_DIR",
     "record_path",
+    "check_record",
     "write_record",
+    "write_record_or_keep",
+    "RecordWriteError",
     "read_record",
+    "move_aside",
     "scan_records",
     "collect",
     "save_table",
@@ -41,6 +58,14 @@ logger = logging.getLogger("dnn_spring.records")
 FINISHED_STATUSES = ("ok", "diverged")
 _STATUSES = ("ok", "diverged", "failed")
 TABLE_SUFFIXES = (".parquet", ".csv")
+#: Folder of a results folder where the sweep moves corrupt records.
+BAD_DIR = ".bad"
+#: The load-curve lists: one entry per load-curve point, all of one length.
+CURVE_FIELDS = ("layers", "log_d", "log_inv_d", "log_trace_ratio")
+_RESULT_NUMBERS = ("test_acc", "train_acc", "train_loss", "v", "c", "c_rel", "fit_slope",
+                   "fit_r2", "hessian_top", "hessian_trace", "wall_time")
+_RESULT_TEXTS = ("regime", "error", "stop_reason", "device", "version")
+_MAX_PROBLEMS = 3
 
 
 class CorruptRecordError(ValueError):
@@ -52,6 +77,109 @@ def record_path(out_dir, key: str) -> Path:
     return Path(out_dir) / f"{key}.json"
 
 
+def _config_types() -> dict:
+    from dnn_spring.config import RunConfig
+
+    return {name: type(value) for name, value in RunConfig().flat().items()}
+
+
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _config_problem(name: str, kind: type, value) -> "str | None":
+    if kind is float:
+        ok = _is_number(value) and math.isfinite(value)
+        rule = "a finite number"
+    elif kind is int:
+        ok, rule = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif kind is bool:
+        ok, rule = isinstance(value, bool), "true or false"
+    else:
+        ok, rule = isinstance(value, str), "a string"
+    return None if ok else f"`{name}` must be {rule}, got {_show(value)}"
+
+
+def _curve_problem(name: str, value) -> "str | None":
+    if name == "layers":
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        return None if ok else f"`layers` must be a list of strings, got {_show(value)}"
+    ok = isinstance(value, list) and all(v is None or _is_number(v) for v in value)
+    return None if ok else f"`{name}` must be a list of numbers or null, got {_show(value)}"
+
+
+def _trajectory_problem(value) -> "str | None":
+    if not isinstance(value, list):
+        return f"`trajectory` must be a list, got {_show(value)}"
+    for i, step in enumerate(value):
+        ok = (isinstance(step, dict) and isinstance(step.get("epoch"), int)
+              and not isinstance(step.get("epoch"), bool)
+              and _curve_problem("log_d", step.get("log_d")) is None)
+        if not ok:
+            return (f'`trajectory[{i}]` must be {{"epoch": int, "log_d": list of numbers or '
+                    f'null}}, got {_show(step)}')
+    return None
+
+
+def check_record(record) -> list:
+    """Every way ``record`` breaks the run-record schema (empty when it is fine).
+
+    The schema: every config field of ``RunConfig.flat()`` present with its
+    type (a float field a finite number, an int field an integer, ...);
+    ``key`` a string; ``status`` one of "ok", "diverged", "failed"; when
+    present, ``test_acc``, ``train_acc``, ``train_loss``, ``v``, ``c``,
+    ``c_rel``, ``fit_slope``, ``fit_r2``, ``hessian_*`` and ``wall_time`` a
+    number or null, ``epochs_run`` an integer or null, ``regime``, ``error``,
+    ``stop_reason``, ``device`` and ``version`` a string or null, ``layers``
+    a list of strings and ``log_d``, ``log_inv_d``, ``log_trace_ratio`` lists
+    of numbers or null, all of one length, and ``trajectory`` a list of
+    ``{"epoch": int, "log_d": list}``.  Other fields are free.
+
+    Returns
+    -------
+    list of str
+        One message per problem, e.g. "`test_acc` must be a number or null,
+        got 'high'".
+    """
+    if not isinstance(record, dict):
+        return [f"expected a JSON object, got {type(record).__name__}"]
+    problems = []
+    if not isinstance(record.get("key"), str):
+        problems.append(f"`key` must be a string, got {_show(record.get('key'))}")
+    if record.get("status") not in _STATUSES:
+        problems.append(f"`status` must be one of {set(_STATUSES)}, got {_show(record.get('status'))}")
+    for name, kind in _config_types().items():
+        if name not in record:
+            problems.append(f"config field `{name}` is missing")
+        else:
+            problems.append(_config_problem(name, kind, record[name]))
+    for name in _RESULT_NUMBERS:
+        value = record.get(name)
+        if value is not None and not _is_number(value):
+            problems.append(f"`{name}` must be a number or null, got {_show(value)}")
+    epochs = record.get("epochs_run")
+    if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool)):
+        problems.append(f"`epochs_run` must be an integer or null, got {_show(epochs)}")
+    for name in _RESULT_TEXTS:
+        value = record.get(name)
+        if value is not None and not isinstance(value, str):
+            problems.append(f"`{name}` must be a string or null, got {_show(value)}")
+    curves = [name for name in CURVE_FIELDS if name in record]
+    bad = [_curve_problem(name, record[name]) for name in curves]
+    problems.extend(bad)
+    if not any(bad) and len({len(record[name]) for name in curves}) > 1:
+        lengths = ", ".join(f"{name} {len(record[name])}" for name in curves)
+        problems.append(f"the load-curve lists must have one length, got {lengths}")
+    if "trajectory" in record:
+        problems.append(_trajectory_problem(record["trajectory"]))
+    return [p for p in problems if p]
+
+
 def _json_default(obj):
     if isinstance(obj, np.generic):
         return obj.item()
@@ -60,6 +188,62 @@ def _json_default(obj):
     if isinstance(obj, (Path, set, tuple)):
         return list(obj) if not isinstance(obj, Path) else str(obj)
     return str(obj)
+
+
+class RecordWriteError(OSError):
+    """Run records that could not be written; each result was kept elsewhere.
+
+    Attributes
+    ----------
+    failures : list of str
+        One line per unwritten record: its path, the OS error and where the
+        result went (``str(error)`` joins them with newlines).
+    pairs : list of (str, str)
+        ``(key, status)`` of the records that were written before the stop.
+    """
+
+    def __init__(self, failures, pairs=()):
+        self.failures = list(failures)
+        self.pairs = list(pairs)
+        super().__init__("\n".join(self.failures) or "a record could not be written")
+
+    def __reduce__(self):  # it travels back from pool workers and Slurm jobs
+        return type(self), (self.failures, self.pairs)
+
+
+def os_error_text(exc: OSError) -> str:
+    """``[Errno 28] No space left on device`` (no file name: the caller names the path)."""
+    return f"[Errno {exc.errno}] {exc.strerror}" if exc.errno else f"{type(exc).__name__}: {exc}"
+
+
+def _keep_unsaved(record: dict, path: Path, exc: OSError) -> str:
+    """Append ``record`` to the fallback file; the one line that says so."""
+    line = f"could not write record {path}: {os_error_text(exc)}"
+    fallback = Path(tempfile.gettempdir()) / f"dnn-spring-unsaved-{os.getpid()}.jsonl"
+    text = json.dumps(record, default=_json_default)
+    try:
+        with open(fallback, "a") as handle:
+            handle.write(text + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as err:
+        return (f"{line}; could not save it to {fallback} either ({os_error_text(err)}); "
+                f"record: {text}")
+    return f"{line}; its result was appended to {fallback}"
+
+
+def write_record_or_keep(record: dict, out_dir) -> Path:
+    """:func:`write_record`, and on an OS error keep the record elsewhere.
+
+    The record is appended to ``$TMPDIR/dnn-spring-unsaved-<pid>.jsonl``
+    (one JSON line; when that fails too, the record itself goes into the
+    message) and :class:`RecordWriteError` says where, in one line.
+    """
+    try:
+        return write_record(record, out_dir)
+    except OSError as exc:
+        path = record_path(out_dir, record["key"])
+        raise RecordWriteError([_keep_unsaved(record, path, exc)]) from None
 
 
 def write_record(record: dict, out_dir) -> Path:
@@ -105,21 +289,44 @@ def read_record(path) -> dict:
     Raises
     ------
     CorruptRecordError
-        If the file is not a JSON object with a known ``status`` and a
-        ``key`` equal to its file name.
+        If the file is not a JSON object with a ``key`` equal to its file
+        name that passes :func:`check_record`; the message lists the first
+        problems found.
     """
     path = Path(path)
     try:
         record = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise CorruptRecordError(f"{type(exc).__name__}: {exc}") from None
     if not isinstance(record, dict):
         raise CorruptRecordError(f"expected a JSON object, got {type(record).__name__}")
     if record.get("key") != path.stem:
-        raise CorruptRecordError(f"its key {record.get('key')!r} does not match the file name")
-    if record.get("status") not in _STATUSES:
-        raise CorruptRecordError(f"`status` must be one of {set(_STATUSES)}, got {record.get('status')!r}")
+        raise CorruptRecordError(f"its key {_show(record.get('key'))} does not match the file name")
+    problems = check_record(record)
+    if problems:
+        more = len(problems) - _MAX_PROBLEMS
+        text = "; ".join(problems[:_MAX_PROBLEMS]) + (f"; and {more} more" if more > 0 else "")
+        raise CorruptRecordError(text)
     return record
+
+
+def move_aside(path, out_dir) -> Path:
+    """Move a corrupt record file into ``<out_dir>/.bad/``, never over another one.
+
+    Returns
+    -------
+    Path
+        Where it went (``<name>.json``, or ``<name>.1.json``, ... when taken).
+    """
+    path = Path(path)
+    folder = Path(out_dir) / BAD_DIR
+    folder.mkdir(exist_ok=True)
+    target, n = folder / path.name, 0
+    while target.exists():
+        n += 1
+        target = folder / f"{path.stem}.{n}{path.suffix}"
+    os.replace(path, target)
+    return target
 
 
 def scan_records(out_dir, *, warn: bool = True) -> tuple:
@@ -148,6 +355,10 @@ def scan_records(out_dir, *, warn: bool = True) -> tuple:
 
 def collect(results_dir, *, warn: bool = True) -> pd.DataFrame:
     """One row per run record in ``results_dir``; corrupt files are skipped.
+
+    Each skipped file is named with the reason in one warning line
+    ("skipping corrupt record <path>: <reason>") when ``warn``; one bad file
+    never stops the others.
 
     Returns
     -------
@@ -183,25 +394,35 @@ def _to_json_text(value):
     return json.dumps(value, default=_json_default)
 
 
+def _table_bytes(table: pd.DataFrame, suffix: str) -> bytes:
+    out = table.copy()
+    if suffix == ".csv":
+        for name in _list_columns(out):
+            out[name] = out[name].map(_to_json_text)
+        return out.to_csv(index=False).encode()
+    buffer = io.BytesIO()
+    try:
+        out.to_parquet(buffer, index=False)
+    except Exception:  # pyarrow cannot type a ragged column: store that one as JSON
+        for name in _list_columns(out):
+            if name not in CURVE_FIELDS:
+                out[name] = out[name].map(_to_json_text)
+        buffer = io.BytesIO()
+        out.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
 def save_table(table: pd.DataFrame, path) -> Path:
-    """Write the collect table as ``.parquet`` (lists kept) or ``.csv`` (lists as JSON)."""
+    """Write the collect table as ``.parquet`` (lists kept) or ``.csv`` (lists as JSON).
+
+    The file is written atomically (:func:`write_atomically`): an error or a
+    kill leaves the previous table, never half a new one.
+    """
     path = Path(path)
     if path.suffix not in TABLE_SUFFIXES:
         raise ValueError(f"table file must end in one of {TABLE_SUFFIXES}, got {str(path)!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    out = table.copy()
-    if path.suffix == ".csv":
-        for name in _list_columns(out):
-            out[name] = out[name].map(_to_json_text)
-        out.to_csv(path, index=False)
-        return path
-    try:
-        out.to_parquet(path, index=False)
-    except Exception:  # pyarrow cannot type a ragged column: store that one as JSON
-        for name in _list_columns(out):
-            if name not in ("log_d", "log_inv_d", "log_trace_ratio", "layers"):
-                out[name] = out[name].map(_to_json_text)
-        out.to_parquet(path, index=False)
+    data = _table_bytes(table, path.suffix)
+    write_atomically(path, lambda handle: handle.write(data))
     return path
 
 

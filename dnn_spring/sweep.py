@@ -19,14 +19,25 @@ records when the whole chunk is done; meanwhile it saves its training state
 every :data:`CHECKPOINT_EVERY` seconds to ``<out_dir>/.checkpoints/`` (see
 :func:`checkpoint_path`), so a killed sweep that is run again goes on from
 there with the same numbers, and a kill loses at most that much training
-per worker.  A checkpoint is deleted once its chunk's records are written.
+per worker.  A checkpoint is deleted once its chunk's records are written;
+at the start of a sweep, a checkpoint in ``.checkpoints/`` that belongs to
+none of the planned groups (the grid, the workers or the device changed) is
+stale and removed (one info line).
 
 Failures: a run that raises is recorded with ``status="failed"`` and the
 error message, and the sweep goes on.  When ``train_group`` raises for a
 whole chunk, its members are retried one at a time with ``train_run`` (so one
 bad config, or a group too large for memory, costs only itself).  "failed"
 records are retried on the next invocation; "ok" and "diverged" ones are
-final.
+final.  A corrupt record file (see :mod:`dnn_spring.records`) is named in one
+warning line, moved to ``<out_dir>/.bad/`` and its run redone.
+
+Write errors: a record that cannot be written (disk full, a file that cannot
+be replaced) loses nothing: it is appended to
+``$TMPDIR/dnn-spring-unsaved-<pid>.jsonl``, the other records of its batched
+group are still written, no further chunk is started, and :func:`run_sweep`
+raises :class:`RecordWriteError` with one line per unwritten record, naming
+its path, the OS error and where its result went.
 """
 
 from __future__ import annotations
@@ -46,10 +57,11 @@ from pathlib import Path
 import numpy as np
 
 from dnn_spring.config import RunConfig
-from dnn_spring.records import FINISHED_STATUSES, scan_records, write_record
+from dnn_spring.records import (FINISHED_STATUSES, RecordWriteError, move_aside, os_error_text,
+                                scan_records, write_record_or_keep)
 
-__all__ = ["SlurmOptions", "EXECUTORS", "run_chunk", "plan_chunks", "pending_configs", "run_sweep",
-           "checkpoint_path", "CHECKPOINT_EVERY"]
+__all__ = ["SlurmOptions", "EXECUTORS", "RecordWriteError", "run_chunk", "plan_chunks",
+           "pending_configs", "run_sweep", "checkpoint_path", "CHECKPOINT_EVERY"]
 
 logger = logging.getLogger("dnn_spring.sweep")
 
@@ -57,6 +69,9 @@ EXECUTORS = ("local", "debug", "slurm")
 #: Seconds between two saves of a batched chunk's training state.
 CHECKPOINT_EVERY = 300.0
 CHECKPOINT_DIR = ".checkpoints"
+# Results folders this (worker) process failed to write a record to: it starts
+# no further chunk for them, so a full disk stops a process pool quickly.
+_UNWRITABLE: set = set()
 
 
 @dataclass(frozen=True)
@@ -90,7 +105,11 @@ def _save(record, config: RunConfig, out_dir) -> str:
         exc = TypeError(f"train function returned {what!r}, not a record with a known status")
         record = _failed_record(config, exc, "", 0.0)
     record = {**record, "key": config.key()}
-    write_record(record, out_dir)
+    try:
+        write_record_or_keep(record, out_dir)
+    except RecordWriteError:
+        _UNWRITABLE.add(str(out_dir))
+        raise
     return record["status"]
 
 
@@ -102,6 +121,16 @@ def _train_one(config, out_dir, device, train_fn) -> tuple:
         logger.debug("run %s failed:\n%s", config.key(), traceback.format_exc())
         record = _failed_record(config, exc, device, time.perf_counter() - start)
     return config.key(), _save(record, config, out_dir)
+
+
+def _one_by_one(configs, out_dir, device, train_fn) -> list:
+    pairs = []
+    for config in configs:
+        try:
+            pairs.append(_train_one(config, out_dir, device, train_fn))
+        except RecordWriteError as exc:  # stop: the next record would not fit either
+            raise RecordWriteError(exc.failures, pairs + exc.pairs) from None
+    return pairs
 
 
 def run_chunk(configs, out_dir, *, device="cpu", batch=True, train_fn=None, group_fn=None,
@@ -128,20 +157,33 @@ def run_chunk(configs, out_dir, *, device="cpu", batch=True, train_fn=None, grou
     -------
     list of (str, str)
         ``(key, status)`` per config, in order.
+
+    Raises
+    ------
+    RecordWriteError
+        A record could not be written (its result went to the fallback file);
+        the chunk stops there.
     """
     configs = list(configs)
+    if multiprocessing.parent_process() is not None and str(out_dir) in _UNWRITABLE:
+        raise RecordWriteError([])  # a worker that could not write: start nothing more
     if train_fn is None:
         from dnn_spring.train import train_run as train_fn
     if not batch or len(configs) == 1:
-        return [_train_one(c, out_dir, device, train_fn) for c in configs]
+        return _one_by_one(configs, out_dir, device, train_fn)
     if group_fn is None or max_size_fn is None:
         from dnn_spring import batched
 
         group_fn = group_fn or batched.train_group
         max_size_fn = max_size_fn or batched.max_group_size
     limit = max(1, int(max_size_fn(configs[0], device=device)))
-    return [pair for start in range(0, len(configs), limit)
-            for pair in _run_group(configs[start:start + limit], out_dir, device, train_fn, group_fn)]
+    pairs = []
+    for start in range(0, len(configs), limit):
+        try:
+            pairs += _run_group(configs[start:start + limit], out_dir, device, train_fn, group_fn)
+        except RecordWriteError as exc:
+            raise RecordWriteError(exc.failures, pairs + exc.pairs) from None
+    return pairs
 
 
 def checkpoint_path(configs, out_dir) -> Path:
@@ -162,22 +204,74 @@ def _run_group(configs, out_dir, device, train_fn, group_fn) -> list:
             logger.warning("batched group of %d failed (%s: %s); running its members one by one",
                            len(configs), type(exc).__name__, exc)
         else:
-            pairs = [(c.key(), _save(r, c, out_dir)) for c, r in zip(configs, records)]
+            pairs, failures = [], []
+            for config, record in zip(configs, records):  # write every record that fits
+                try:
+                    pairs.append((config.key(), _save(record, config, out_dir)))
+                except RecordWriteError as exc:
+                    failures += exc.failures
+            if failures:  # the checkpoint stays: a rerun goes on from it
+                raise RecordWriteError(failures, pairs)
             if all(status != "failed" for _, status in pairs):  # else a retry may go on from it
                 checkpoint.unlink(missing_ok=True)
                 with contextlib.suppress(OSError):
                     checkpoint.parent.rmdir()  # only when empty
             return pairs
-    return [_train_one(c, out_dir, device, train_fn) for c in configs]
+    return _one_by_one(configs, out_dir, device, train_fn)
 
 
-def pending_configs(configs, out_dir, *, retry_failed=True) -> list:
+def _planned_checkpoints(chunks, out_dir, device, max_size_fn) -> set:
+    """File names of the checkpoints the groups of ``chunks`` may write.
+
+    A chunk is trained in groups of ``max_size_fn`` configs (run_chunk); when
+    that size is not known here (a Slurm job splits by its own device), every
+    split of the chunk counts.
+    """
+    names = set()
+    for chunk in (c for c in chunks if len(c) > 1):
+        sizes = [max(1, int(max_size_fn(chunk[0], device=device)))] if max_size_fn else \
+            range(2, len(chunk) + 1)
+        for size in sizes:
+            for start in range(0, len(chunk), size):
+                group = chunk[start:start + size]
+                if len(group) > 1:
+                    names.add(checkpoint_path(group, out_dir).name)
+    return names
+
+
+def _remove_stale_checkpoints(chunks, out_dir, device, max_size_fn) -> None:
+    folder = Path(out_dir) / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return
+    planned = _planned_checkpoints(chunks, out_dir, device, max_size_fn)
+    stale = [p for p in folder.glob("*.pt") if p.name not in planned]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        folder.rmdir()  # only when empty
+    if stale:
+        logger.info("removed %d stale checkpoint%s from %s (their groups are not in this sweep)",
+                    len(stale), "s" * (len(stale) > 1), folder)
+
+
+def pending_configs(configs, out_dir, *, retry_failed=True, move_bad=False) -> list:
     """The configs without a finished record in ``out_dir`` (duplicates dropped).
 
-    Corrupt record files are reported (one warning each) and count as not
-    finished, as do "failed" records when ``retry_failed``.
+    Corrupt record files are reported (one warning each, with the reason) and
+    count as not finished, as do "failed" records when ``retry_failed``.
+    With ``move_bad`` (the sweep) each corrupt file is moved to
+    ``<out_dir>/.bad/`` first.
     """
-    records, _ = scan_records(out_dir)
+    configs = list(configs)
+    records, corrupt = scan_records(out_dir, warn=not move_bad)
+    keys = {c.key() for c in configs}
+    for path, reason in corrupt if move_bad else ():
+        try:
+            where = f"moved to {move_aside(path, out_dir)}"
+        except OSError as exc:
+            where = f"could not move it aside ({os_error_text(exc)})"
+        then = "its run will be redone" if path.stem in keys else "it is not in this sweep"
+        logger.warning("corrupt record %s (%s); %s, %s", path, reason, where, then)
     done_statuses = FINISHED_STATUSES if retry_failed else FINISHED_STATUSES + ("failed",)
     seen, pending = set(), []
     for config in configs:
@@ -275,6 +369,15 @@ def _run_pool(chunks, args, workers):
             yield futures[future], _result_or_error(future.result)
 
 
+def _chunk_job(chunk, **args):
+    # submitit turns a job's exception into a FailedJobError holding a traceback;
+    # a RecordWriteError comes back as the result, with its one-line messages.
+    try:
+        return run_chunk(chunk, **args)
+    except RecordWriteError as exc:
+        return exc
+
+
 def _run_slurm(chunks, args, options: SlurmOptions):
     import submitit
 
@@ -287,7 +390,7 @@ def _run_slurm(chunks, args, options: SlurmOptions):
         params["mem_gb"] = options.mem_gb
     executor.update_parameters(**params)
     with executor.batch():
-        jobs = [executor.submit(run_chunk, chunk, **args) for chunk in chunks]
+        jobs = [executor.submit(_chunk_job, chunk, **args) for chunk in chunks]
     chunk_of = {id(job): chunk for job, chunk in zip(jobs, chunks)}
     logger.info("submitted %d jobs, logs in %s", len(jobs), executor.folder)
     for job in submitit.helpers.as_completed(jobs, poll_frequency=5):
@@ -335,6 +438,12 @@ def run_sweep(configs, out_dir, *, executor="local", workers=1, device="cpu", ba
         ``total``, ``skipped`` (already finished), ``ran``, ``ok``,
         ``diverged``, ``failed``, ``lost`` (in chunks whose worker died) and
         ``wall_time`` in seconds.
+
+    Raises
+    ------
+    RecordWriteError
+        Some records could not be written (their results were appended to a
+        fallback file, see the module docstring); the sweep stopped.
     """
     if executor not in EXECUTORS:
         raise ValueError(f"`executor` must be one of {set(EXECUTORS)}, got {executor!r}")
@@ -343,7 +452,8 @@ def run_sweep(configs, out_dir, *, executor="local", workers=1, device="cpu", ba
     start = time.perf_counter()
     configs = list(configs)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    pending = pending_configs(configs, out_dir, retry_failed=retry_failed)
+    _UNWRITABLE.discard(str(out_dir))
+    pending = pending_configs(configs, out_dir, retry_failed=retry_failed, move_bad=True)
     summary = {"total": len({c.key() for c in configs}), "ran": 0, "ok": 0, "diverged": 0,
                "failed": 0, "lost": 0}
     summary["skipped"] = summary["total"] - len(pending)
@@ -355,6 +465,11 @@ def run_sweep(configs, out_dir, *, executor="local", workers=1, device="cpu", ba
     else:
         chunks = plan_chunks(pending, batch=batch, device=device, workers=workers,
                              group_key_fn=group_key_fn, max_size_fn=max_size_fn)
+    if batch:
+        size_fn = max_size_fn
+        if size_fn is None and executor != "slurm":  # a Slurm job sizes groups on its own device
+            from dnn_spring.batched import max_group_size as size_fn
+        _remove_stale_checkpoints(chunks, out_dir, device, size_fn)
     args = {"out_dir": str(out_dir), "device": device, "batch": batch, "train_fn": train_fn,
             "group_fn": group_fn, "max_size_fn": max_size_fn}
     if executor == "slurm":
@@ -368,19 +483,33 @@ def run_sweep(configs, out_dir, *, executor="local", workers=1, device="cpu", ba
     return summary
 
 
+def _count(summary, pairs) -> None:
+    for _, status in pairs:
+        summary[status] = summary.get(status, 0) + 1
+    summary["ran"] += len(pairs)
+
+
 def _drain(results, summary, total, progress, desc) -> None:
     from tqdm.auto import tqdm
 
+    failures = []
     with tqdm(total=total, desc=desc, unit="run", disable=not progress, dynamic_ncols=True) as bar:
-        for chunk, outcome in results:
-            if isinstance(outcome, BaseException):
-                summary["lost"] += len(chunk)
-                logger.warning("a chunk of %d runs was lost (%s: %s); rerun the sweep to redo it",
-                               len(chunk), type(outcome).__name__, outcome)
-            else:
-                for _, status in outcome:
-                    summary[status] = summary.get(status, 0) + 1
-                summary["ran"] += len(outcome)
-            bar.update(len(chunk))
-            bar.set_postfix(ok=summary["ok"], diverged=summary["diverged"],
-                            failed=summary["failed"], refresh=False)
+        try:
+            for chunk, outcome in results:
+                if isinstance(outcome, RecordWriteError):  # from a worker; the others stop too
+                    failures += outcome.failures
+                    _count(summary, outcome.pairs)
+                elif isinstance(outcome, BaseException):
+                    summary["lost"] += len(chunk)
+                    logger.warning("a chunk of %d runs was lost (%s: %s); rerun the sweep to redo it",
+                                   len(chunk), type(outcome).__name__, outcome)
+                else:
+                    _count(summary, outcome)
+                bar.update(len(chunk))
+                bar.set_postfix(ok=summary["ok"], diverged=summary["diverged"],
+                                failed=summary["failed"], refresh=False)
+        except RecordWriteError as exc:  # raised in this process: stop here
+            failures += exc.failures
+            _count(summary, exc.pairs)
+    if failures:
+        raise RecordWriteError(failures)

@@ -222,15 +222,34 @@ def fail_record(record: dict, exc: BaseException) -> dict:
 # --------------------------------------------------------------------------- CNN loop
 
 
-def _stop_reason(mean: float, previous: "float | None", train) -> "str | None":
-    """Per-epoch stopping rule of SPEC §5 (None: go on)."""
-    if not math.isfinite(mean):
+#: A run whose epoch loss stays above this many times the loss of chance
+#: prediction, log C, has blown up (see :func:`stop_reason`).
+DIVERGENCE_FACTOR = 10.0
+#: ... for this many epochs in a row (or in its last epoch).
+DIVERGENCE_PATIENCE = 3
+
+
+def stop_reason(mean: float, previous: "float | None", train, *, finite: bool = True,
+                epochs_above: int = 0, last: bool = False) -> "str | None":
+    """Per-epoch stopping rule of SPEC §5, with divergence (None: go on).
+
+    ``"diverged"`` when the epoch's mean loss or any weight is non-finite
+    (``finite=False``), or when the loss has been above
+    ``DIVERGENCE_FACTOR · log C`` for ``epochs_above >= DIVERGENCE_PATIENCE``
+    epochs in a row, or still is in the last epoch (``last``), or sits there
+    on a plateau.  Otherwise ``"loss"`` below ``stop_loss`` and
+    ``"plateau"`` when the loss changed by less than ``stop_delta``.
+    """
+    if not (math.isfinite(mean) and finite):
         return "diverged"
+    plateau = previous is not None and abs(mean - previous) < train.stop_delta
+    if epochs_above and (epochs_above >= DIVERGENCE_PATIENCE or last or plateau):
+        return "diverged"
+    if epochs_above:
+        return None
     if mean < train.stop_loss:
         return "loss"
-    if previous is not None and abs(mean - previous) < train.stop_delta:
-        return "plateau"
-    return None
+    return "plateau" if plateau else None
 
 
 def epoch_order(n: int, batch_size: int, generator: torch.Generator, device) -> "Tensor | None":
@@ -274,7 +293,7 @@ def _train_cnn(config: RunConfig, data, device, record: dict, progress: bool):
                            temperatures=[t.temperature], weight_decay=t.weight_decay,
                            generators=[gens["langevin"]])
     x_std = float(data.x_train.std())
-    previous, reason = None, "epochs"
+    previous, reason, above = None, "epochs", 0
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seeds["dropout"])  # nn.Dropout's stream, isolated by fork_rng
@@ -285,7 +304,10 @@ def _train_cnn(config: RunConfig, data, device, record: dict, progress: bool):
             if t.curve_every and epoch % t.curve_every == 0:
                 record["trajectory"].append({"epoch": epoch, "log_d": curve_log_d(model, data)})
             bar.set_postfix(loss=f"{mean:.4g}")
-            stop = _stop_reason(mean, previous, t)
+            above = above + 1 if mean > DIVERGENCE_FACTOR * math.log(data.n_classes) else 0
+            finite = all(bool(torch.isfinite(p).all()) for p in params)
+            stop = stop_reason(mean, previous, t, finite=finite, epochs_above=above,
+                               last=epoch == t.epochs)
             if stop:
                 reason = stop
                 break

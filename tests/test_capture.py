@@ -205,3 +205,15 @@ def test_probes_columns():
     curve = load_curve(model, x, y, probes=True)
     assert {"lin_residual", "logistic_loss"} <= set(curve.columns)
     assert ((curve["lin_residual"] >= 0) & (curve["lin_residual"] <= 1)).all()
+
+
+def test_float64_inputs_into_a_float32_model_are_cast():
+    x, y = _data()
+    model = _sequential()
+    reference = load_curve(model, x, labels=y)
+    from_numpy = load_curve(model, x.double().numpy(), labels=y.numpy())  # float64 numpy data
+    assert from_numpy["log_d"].tolist() == pytest.approx(reference["log_d"].tolist(), rel=1e-6)
+    batches = [(x[:100].double(), y[:100]), (x[100:].double(), y[100:])]
+    assert load_curve(model, batches)["log_d"].tolist() == \
+        pytest.approx(reference["log_d"].tolist(), rel=1e-6)
+    assert next(model.parameters()).dtype == torch.float32  # the model is not converted

@@ -56,6 +56,9 @@ BAD = [
     (["--init-scale", "0"], "`init_scale` must be in"),
     (["--temperature", "-1"], "`temperature` must be in"),
     (["--curve-every", "-1"], "`curve_every` must be in"),
+    (["--lr", "inf"], "`lr` must be a finite number, got inf"),
+    (["--noise", "nan"], "`noise` must be a finite number, got nan"),
+    (["--temperature=-inf"], "`temperature` must be a finite number, got -inf"),
     (["--n-train", "-5"], "`n_train` must be in"),
     (["--channels", "0"], "`channels` must be in"),
     (["--data-seed", "-1"], "`data_seed` must be in [0, inf), got -1"),
@@ -104,3 +107,26 @@ def test_unknown_flag_is_one_line(capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--bogus" in err[0]
+
+
+def test_switch_flags_show_no_default_value(capsys):
+    import re
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help lines
+    assert "(default: True)" not in text and "(default: False)" not in text
+    assert re.search(r"--no-batchnorm drop every BatchNorm layer \(default: BatchNorm on\)", text)
+    assert "--zero-bias start every bias at zero (default: off)" in text
+    assert "learning rate (> 0) (default: 0.001)" in text  # value flags keep theirs
+
+
+def test_closed_stdout_pipe_ends_quietly():
+    """`dnn-spring spring simulate --json | head`: the reader is gone before the JSON comes."""
+    code = "import sys; from dnn_spring.cli import main; sys.exit(main())"
+    proc = subprocess.Popen([sys.executable, "-c", code, "spring", "simulate", "--json", "--out", "",
+                             "--t-max", "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # like `head` that has read enough
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1
+    assert err == "", err

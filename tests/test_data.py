@@ -244,3 +244,52 @@ def test_unknown_dataset_and_bad_config():
         DataConfig(dataset="imagenet")
     with pytest.raises(TypeError, match="DataConfig"):
         load_dataset({"dataset": "digits"})
+
+
+def _gzipped_mnist(root):
+    """The fake MNIST as the official .gz files only; returns the raw folder."""
+    import gzip
+
+    _fake_mnist(root)
+    raw = root / "MNIST" / "raw"
+    for path in list(raw.iterdir()):
+        (raw / (path.name + ".gz")).write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+    return raw
+
+
+def test_truncated_gz_files_are_reported_corrupt_not_missing(tmp_path):
+    raw = _gzipped_mnist(tmp_path)
+    archive = raw / "train-images-idx3-ubyte.gz"
+    archive.write_bytes(archive.read_bytes()[:300])
+    with pytest.raises(FileNotFoundError) as info:
+        load_dataset(DataConfig(dataset="mnist", data_root=str(tmp_path), n_train=10))
+    message = str(info.value)
+    assert "\n" not in message and "not found under" not in message
+    assert message == (
+        f"MNIST files under {raw} could not be read and look corrupt (EOFError: "
+        "train-images-idx3-ubyte.gz: Compressed file ended before the end-of-stream marker was "
+        "reached); delete them to download them again")
+
+
+def test_missing_gz_file_is_still_reported_missing(tmp_path):
+    raw = _gzipped_mnist(tmp_path)
+    (raw / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(FileNotFoundError, match="MNIST files not found under .*download failed"):
+        load_dataset(DataConfig(dataset="mnist", data_root=str(tmp_path), n_train=10))
+
+
+def test_truncated_cifar_archive_is_reported_corrupt(tmp_path):
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        data = np.random.default_rng(0).integers(0, 255, 200_000, dtype=np.uint8).tobytes()
+        info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    (tmp_path / "cifar-10-python.tar.gz").write_bytes(buffer.getvalue()[:50_000])
+    with pytest.raises(FileNotFoundError, match=r"CIFAR-10 files under .* could not be read and "
+                       r"look corrupt \((EOFError|ReadError): cifar-10-python.tar.gz: "):
+        load_dataset(DataConfig(dataset="cifar10", data_root=str(tmp_path), n_train=10))

@@ -200,3 +200,49 @@ def test_probes_reference_values():
     expected = ((onehot - xc @ beta) ** 2).sum() / (centred**2).sum()
     assert out["lin_residual"] == pytest.approx(expected, rel=1e-8)
     assert 0 < out["logistic_loss"] < math.log(3)
+
+
+def test_large_label_ids_are_relabelled_not_allocated():
+    x, y = gaussian_classes(200, 5, 3, seed=19)
+    reference = separation_fuzziness(x, y)
+    ids = np.array([7, 10**9, 3 * 10**9 + 1])[y]  # one row per id up to 3e9: 120 GB of sums
+    assert separation_fuzziness(x, ids) == pytest.approx(reference, rel=1e-12)
+    batches = [(x[:80], ids[:80]), (x[80:], ids[80:])]
+    assert separation_fuzziness(batches) == pytest.approx(reference, rel=1e-12)
+    assert separation_stats(x, ids)["n_classes"] == 3
+    with pytest.raises(ValueError, match="`labels` must be < n_classes=3, got 3000000001"):
+        separation_fuzziness(x, ids, n_classes=3)
+    acc = FuzzinessAccumulator()
+    acc.update_means(x, ids)
+    acc.finish_means()
+    with pytest.raises(ValueError, match="label 5 was not seen in the first pass"):
+        acc.update_within(x[:2], np.array([5, 7]))
+
+
+@pytest.mark.parametrize("x, y, error, match", [
+    (np.empty((0, 5)), np.empty(0, int), ValueError,
+     r"`features` must hold at least one sample, got shape \(0, 5\)"),
+    (np.array([]), np.array([], int), ValueError,
+     r"`features` must hold at least one sample, got shape \(0,\)"),
+    (np.empty((5, 0)), np.arange(5) % 2, ValueError,
+     r"`features` must have at least one feature per sample, got shape \(5, 0\)"),
+    (np.ones((4, 2), complex), np.arange(4) % 2, TypeError,
+     "`features` must hold real numbers, got dtype torch.complex128"),
+    (np.array([["a", "b"]] * 4), np.arange(4) % 2, TypeError,
+     "`features` must hold real numbers, got dtype <U1"),
+])
+def test_empty_and_non_real_features_are_clear_errors(x, y, error, match):
+    with pytest.raises(error, match=match):
+        separation_fuzziness(x, y)
+    with pytest.raises(error, match=match):
+        probe_stats(x, y)
+
+
+def test_float32_float16_and_int_features_match_float64():
+    x, y = gaussian_classes(200, 5, 3, seed=20)
+    x32 = x.astype(np.float32)
+    reference = separation_fuzziness(x32.astype(np.float64), y)
+    assert separation_fuzziness(x32, y) == reference
+    assert separation_fuzziness(torch.from_numpy(x32), torch.from_numpy(y)) == reference
+    mixed = [(x32[:100], y[:100]), (x32[100:].astype(np.float64), y[100:])]
+    assert separation_fuzziness(mixed) == pytest.approx(reference, rel=1e-12)

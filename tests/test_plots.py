@@ -149,3 +149,24 @@ def test_plot_cli_writes_files(tmp_path):
     assert cli_main(["plot", "four-panel", str(table), str(csv), "--out", str(four)]) == 0
     assert four.exists()
     assert cli_main(["plot", "phase-diagram", str(tmp_path / "missing")]) == 2
+
+
+def test_a_second_varying_axis_is_refused_not_averaged(tmp_path, capsys):
+    table = pd.concat([synthetic_table("lr", (1e-3, 1e-2)).assign(noise=p) for p in (0.0, 0.4)],
+                      ignore_index=True)
+    message = (r"the table has 2 values of `noise` \(0, 0.4\) besides the axis `lr`, and cells "
+               r"would average over them; select one \(`--where noise=0` on the command line, "
+               r"table\[table\['noise'\] == 0\] in Python\) or plot `axis='noise'`")
+    for draw in (plots.phase_diagram, plots.curvature_map, plots.cell_table):
+        with pytest.raises(ValueError, match=message):
+            draw(table, axis="lr")
+    path = save_table(table, tmp_path / "grid.parquet")
+    out = tmp_path / "pd.png"
+    assert cli_main(["plot", "phase-diagram", str(path), "--axis", "lr", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "2 values of `noise`" in err and not out.exists()
+    assert cli_main(["plot", "phase-diagram", str(path), "--axis", "lr", "--where", "noise=0.4",
+                     "--out", str(out)]) == 0
+    assert out.exists()
+    assert cli_main(["plot", "phase-diagram", str(path), "--where", "noise=0.3"]) == 2
+    assert "no run has noise=0.3; the table has 0, 0.4" in capsys.readouterr().err

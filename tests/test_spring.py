@@ -216,3 +216,24 @@ def test_fast_loop_is_the_reference_euler_maruyama_step():
     for n in range(cfg.n_steps):
         x, v = euler_maruyama_step(x, v, tspan[n], dw[n][None], h, params)
         np.testing.assert_allclose(x[0], fast.trajectory[n + 1], rtol=0, atol=1e-15)
+
+
+def test_a_simulation_too_large_for_memory_is_refused_up_front():
+    tiny_dt = LangevinConfig(dt=1e-7)  # 7e9 steps: the time grid alone is 52 GiB
+    with pytest.raises(ValueError, match=r"the simulation would need 52\.2 GiB of memory for "
+                       r"7,000,000,000 steps of 1 chain \(limit 4 GiB\); take fewer steps \(a "
+                       r"larger `dt` or a smaller `t_max`: n_steps = t_max / dt\)"):
+        simulate_langevin(tiny_dt, seed=0)
+    with pytest.raises(ValueError, match=r"record fewer points \(a larger `record_every` than 1\)"):
+        simulate_first_order_batch([FirstOrderConfig(n_steps=10**8)] * 8, seed=0, record_every=1)
+    with pytest.raises(ValueError, match=r"12\.7 GiB of memory for 100,000,000 steps of 1 chain"):
+        simulate_langevin(LangevinConfig(dt=1e-5, t_max=1000.0), backend="sdeint", seed=0)
+
+
+def test_cli_too_large_simulation_is_one_line(capsys):
+    from dnn_spring.cli import main
+
+    assert main(["spring", "simulate", "--dt", "1e-7", "--out", ""]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("dnn-spring spring: error: the simulation "
+                                                   "would need 52.2 GiB")

@@ -1,6 +1,7 @@
 """Sweep grids, the resumable runner, records and collect (dnn_spring.grids/sweep/records)."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -366,3 +367,175 @@ def test_rerun_goes_on_from_a_killed_groups_checkpoint(tmp_path, monkeypatch):
     for key, rec in collect(tmp_path).set_index("key").iterrows():
         assert rec["test_acc"] == reference[key]["test_acc"]
         assert list(rec["log_d"]) == reference[key]["log_d"]
+
+
+# ---------------------------------------------------------------- bad records, write errors
+def test_bad_record_is_named_moved_aside_and_rerun(tmp_path, caplog):
+    configs = tiny_grid()[:3]
+    run_sweep(configs, tmp_path, executor="debug", batch=False, progress=False, train_fn=fake_ok)
+    bad = tmp_path / f"{configs[0].key()}.json"
+    bad.write_text(json.dumps({**fake_record(configs[0]), "test_acc": "high"}))
+    assert pending_configs(configs, tmp_path) == configs[:1]  # as --dry-run: nothing moved
+    assert bad.exists() and not (tmp_path / ".bad").exists()
+    caplog.clear()
+    calls = []
+    with caplog.at_level("WARNING", logger="dnn_spring"):
+        summary = run_sweep(configs, tmp_path, executor="debug", batch=False, progress=False,
+                            train_fn=lambda c, **kw: calls.append(c.key()) or fake_ok(c))
+    assert calls == [configs[0].key()] and summary["skipped"] == 2 and summary["ok"] == 1
+    moved = tmp_path / ".bad" / bad.name
+    assert json.loads(moved.read_text())["test_acc"] == "high"
+    assert read_record(bad)["test_acc"] == fake_record(configs[0])["test_acc"]
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert lines == [f"corrupt record {bad} (`test_acc` must be a number or null, got 'high'); "
+                     f"moved to {moved}, its run will be redone"]
+
+
+@pytest.fixture
+def full_disk(tmp_path, monkeypatch):
+    """A 64 KiB tmpfs at tmp_path/full (a real ENOSPC), and $TMPDIR at tmp_path/tmp."""
+    import tempfile
+
+    where, fallback = tmp_path / "full", tmp_path / "tmp"
+    where.mkdir()
+    fallback.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)],
+                           capture_output=True, text=True)
+    if mount.returncode != 0 and os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    assert mount.returncode == 0, mount.stderr
+    monkeypatch.setattr(tempfile, "tempdir", str(fallback))
+    try:
+        yield where, fallback
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
+
+
+def big_record(config, *args, **kwargs):
+    return {**fake_record(config), "pad": "x" * 20_000}  # a few fill the 64 KiB disk
+
+
+def _unsaved(fallback):
+    files = list(fallback.glob("dnn-spring-unsaved-*.jsonl"))
+    return [json.loads(line) for f in files for line in f.read_text().splitlines()]
+
+
+def test_disk_full_keeps_the_result_and_stops_the_sweep(full_disk):
+    from dnn_spring.sweep import RecordWriteError
+
+    out, fallback = full_disk
+    configs = tiny_grid()
+    calls = []
+    with pytest.raises(RecordWriteError) as info:
+        run_sweep(configs, out, executor="debug", batch=False, progress=False,
+                  train_fn=lambda c, **kw: calls.append(c.key()) or big_record(c))
+    written = sorted(p.stem for p in out.glob("*.json"))
+    assert 1 <= len(written) and len(calls) == len(written) + 1 < len(configs)  # stopped at once
+    assert not list(out.glob(".*.tmp"))
+    lost = calls[-1]
+    assert str(info.value) == (f"could not write record {out / (lost + '.json')}: [Errno 28] No "
+                               f"space left on device; its result was appended to "
+                               f"{fallback / f'dnn-spring-unsaved-{os.getpid()}.jsonl'}")
+    assert [r["key"] for r in _unsaved(fallback)] == [lost]
+    assert _unsaved(fallback)[0]["pad"] == "x" * 20_000
+
+
+def test_disk_full_in_a_batched_group_writes_the_records_that_fit(full_disk):
+    from dnn_spring.sweep import RecordWriteError
+
+    out, fallback = full_disk
+    configs = tiny_grid()[:6]
+    with pytest.raises(RecordWriteError) as info:
+        run_chunk(configs, out, batch=True, max_size_fn=lambda c, device: 6,
+                  group_fn=lambda cs, **kw: [big_record(c) for c in cs])
+    written = {p.stem for p in out.glob("*.json")}
+    unsaved = {r["key"] for r in _unsaved(fallback)}
+    assert written and unsaved and written | unsaved == {c.key() for c in configs}
+    assert not written & unsaved
+    assert len(info.value.failures) == len(unsaved) and len(info.value.pairs) == len(written)
+    assert all(line.startswith("could not write record ") and "[Errno 28]" in line
+               for line in info.value.failures)
+
+
+def test_cli_sweep_on_a_full_disk_is_one_line_and_exit_1(full_disk, monkeypatch, capsys):
+    out, fallback = full_disk
+    monkeypatch.setattr("dnn_spring.train.train_run", big_record)
+    status = cli_main(["sweep", "ns_nl", "--preset", "quick", "--out", str(out), "--no-batch",
+                       "--executor", "debug", "--no-progress", "--seeds", "1"])
+    err = capsys.readouterr().err
+    assert status == 1 and "Traceback" not in err
+    lines = [line for line in err.splitlines() if "error" in line]
+    assert len(lines) == 1 and lines[0].startswith("dnn-spring sweep: error: could not write record")
+    assert lines[0].endswith(f"its result was appended to {fallback}/dnn-spring-unsaved-{os.getpid()}.jsonl")
+    assert len(_unsaved(fallback)) == 1
+
+
+def test_collect_table_on_a_full_disk_keeps_the_old_table(full_disk, tmp_path, capsys):
+    out, _ = full_disk
+    results = tmp_path / "res"
+    run_sweep(tiny_grid(), results, executor="debug", batch=False, progress=False, train_fn=fake_ok)
+    table = out / "t.csv"
+    save_table(collect(results).iloc[:1], table)
+    before = table.read_bytes()
+    with open(out / "filler", "wb", buffering=0) as filler, pytest.raises(OSError):
+        while True:  # fill the disk to the last byte
+            filler.write(b"x" * 512)
+    assert cli_main(["collect", str(results), "--out", str(table)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err and "Traceback" not in err
+    assert table.read_bytes() == before and sorted(p.name for p in out.iterdir()) == ["filler", "t.csv"]
+
+
+def test_record_write_error_survives_pickling():
+    import pickle
+
+    from dnn_spring.sweep import RecordWriteError
+
+    exc = pickle.loads(pickle.dumps(RecordWriteError(["line one", "line two"], [("k", "ok")])))
+    assert exc.failures == ["line one", "line two"] and exc.pairs == [("k", "ok")]
+    assert str(exc) == "line one\nline two" and isinstance(exc, OSError)
+
+
+# ---------------------------------------------------------------- stale checkpoints, CLI checks
+def test_stale_checkpoints_are_removed_at_the_start(tmp_path, caplog):
+    from dnn_spring.sweep import _planned_checkpoints, checkpoint_path
+
+    configs = tiny_grid()
+    folder = tmp_path / ".checkpoints"
+    folder.mkdir()
+    stale = folder / "0123456789abcdef0123.pt"
+    stale.write_bytes(b"old grid")
+    other = folder / "notes.txt"
+    other.write_text("not a checkpoint")
+    chunks = plan_chunks(configs, group_key_fn=fake_key, max_size_fn=fake_max)
+    planned = checkpoint_path(chunks[0], tmp_path)
+    planned.write_bytes(b"state of a killed group")
+    seen = []
+
+    def group(cs, **kw):
+        seen.append((stale.exists(), planned.exists()))
+        return fake_group(cs)
+
+    with caplog.at_level("INFO", logger="dnn_spring.sweep"):
+        run_sweep(configs, tmp_path, executor="debug", progress=False, group_fn=group,
+                  group_key_fn=fake_key, max_size_fn=fake_max)
+    assert seen[0] == (False, True) and other.exists()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"removed 1 stale checkpoint from {folder} (their groups are not in this sweep)"]
+    # Slurm jobs size their groups on their own device: every split of a chunk is planned.
+    four = configs[:4]
+    names = _planned_checkpoints([four], tmp_path, "cpu", None)
+    assert {checkpoint_path(g, tmp_path).name for g in (four, four[:2], four[2:], four[:3])} <= names
+
+
+def test_cli_workers_must_be_positive(tmp_path, capsys):
+    assert cli_main(["sweep", "ns_nl", "--preset", "quick", "--out", str(tmp_path),
+                     "--workers", "0"]) == 2
+    assert capsys.readouterr().err == "dnn-spring sweep: error: `--workers` must be >= 1, got 0\n"
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_rejects_non_finite_config_values(tmp_path, capsys):
+    assert cli_main(["sweep", "lr_nl", "--preset", "quick", "--out", str(tmp_path), "--dry-run",
+                     "--set", "lr=1e-3,inf"]) == 2
+    assert "`lr` must be a finite number, got inf" in capsys.readouterr().err

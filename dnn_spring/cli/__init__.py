@@ -2,12 +2,15 @@
 
 Each module in this package exposes ``add_parser(subparsers)``, which adds its
 sub-commands and sets ``func`` on them.  ``main`` turns every expected error
-(bad values, missing files) into one line on stderr and exit status 2.
+(bad values, missing or unreadable files) into one line on stderr and exit
+status 2.  A closed stdout (``dnn-spring ... | head``) ends the command
+quietly, with exit status 1 as Python itself uses for it.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 __all__ = ["main", "build_parser"]
@@ -49,7 +52,12 @@ def main(argv=None) -> int:
         return 2
     try:
         status = args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, KeyError) as exc:
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+    except BrokenPipeError:
+        # The Python docs' recipe: later writes (and the flush at exit) go to devnull.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except (ValueError, TypeError, OSError, KeyError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"dnn-spring {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -31,8 +31,8 @@ def _add_sweep(subparsers) -> None:
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--out", help="results folder (default results/<sweep>, "
                    "results/<sweep>_quick for the quick preset)")
-    p.add_argument("--workers", type=int, help="local worker processes (default: the number "
-                   "of CPUs on cpu, 1 on a GPU); with slurm, jobs per group (default 1)")
+    p.add_argument("--workers", type=int, help="local worker processes, >= 1 (default: the "
+                   "number of CPUs on cpu, 1 on a GPU); with slurm, jobs per group (default 1)")
     p.add_argument("--seeds", type=int, help="number of seeds (default: the preset's)")
     p.add_argument("--base-seed", type=int, default=0, help="root of the seed sequence")
     p.add_argument("--epochs", type=int, help="override the number of epochs")
@@ -76,8 +76,10 @@ def _default_workers(device: str) -> int:
 
 def _run_sweep(args) -> int:
     from dnn_spring.grids import default_out_dir, expand_grid
-    from dnn_spring.sweep import SlurmOptions, pending_configs, run_sweep
+    from dnn_spring.sweep import RecordWriteError, SlurmOptions, pending_configs, run_sweep
 
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"`--workers` must be >= 1, got {args.workers}")
     configs = expand_grid(args.sweep, args.preset, _overrides(args), n_seeds=args.seeds,
                           base_seed=args.base_seed)
     out = Path(args.out or default_out_dir(args.sweep, args.preset))
@@ -95,12 +97,19 @@ def _run_sweep(args) -> int:
               file=sys.stderr)
         return 0
     # On Slurm, --workers is how many jobs each group is spread over (default 1).
-    workers = args.workers or (1 if args.executor == "slurm" else _default_workers(args.device))
+    workers = args.workers
+    if workers is None:
+        workers = 1 if args.executor == "slurm" else _default_workers(args.device)
     slurm = SlurmOptions(partition=args.partition, time_min=args.time, gpus=args.gpus,
                          cpus=args.cpus)
-    summary = run_sweep(configs, out, executor=args.executor, workers=workers,
-                        device=args.device, batch=args.batch, retry_failed=args.retry_failed,
-                        progress=args.progress, desc=args.sweep, slurm=slurm)
+    try:
+        summary = run_sweep(configs, out, executor=args.executor, workers=workers,
+                            device=args.device, batch=args.batch, retry_failed=args.retry_failed,
+                            progress=args.progress, desc=args.sweep, slurm=slurm)
+    except RecordWriteError as exc:  # one line per unwritten record; the sweep stopped
+        for line in exc.failures or [str(exc)]:
+            print(f"dnn-spring sweep: error: {line}", file=sys.stderr)
+        return 1
     print(f"{args.sweep}: {summary['total']} runs, {summary['skipped']} already done; ran "
           f"{summary['ran']}: {summary['ok']} ok, {summary['diverged']} diverged, "
           f"{summary['failed']} failed, {summary['lost']} lost; "
@@ -149,6 +158,9 @@ def _add_plot(subparsers) -> None:
         k.add_argument("--axis", action="append" if many else "store",
                        choices=("noise", "lr", "dropout", "batch_size"),
                        help="noise axis (default: the column that varies)")
+        k.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                       help="keep only the runs with this config value (e.g. --where "
+                       "noise=0.4, or a comma list); repeatable")
         k.add_argument("--out", help="PNG file (default figs/<kind>_<source name>.png)")
         k.add_argument("--pdf", action="store_true", help="also write a PDF next to the PNG")
         k.add_argument("--title", help="figure title (default: the source name)")
@@ -160,6 +172,27 @@ def _add_plot(subparsers) -> None:
         k.set_defaults(func=_run_plot)
 
 
+def _select(table, where):
+    """The rows of ``table`` whose fields equal every ``KEY=VALUE`` of ``where``."""
+    from dnn_spring.grids import parse_value
+
+    for item in where:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ValueError(f"`--where` must be KEY=VALUE, got {item!r}")
+        if name not in table.columns:
+            raise ValueError(f"`--where` field {name!r} is not a column of the table")
+        value = parse_value(name, text)
+        kept = table[table[name].isin(value if isinstance(value, list) else [value])]
+        if not len(kept):
+            found = ", ".join(f"{v:g}" if isinstance(v, float) else str(v)
+                              for v in sorted(table[name].dropna().unique()))
+            raise ValueError(f"no run has {name}={text.strip()}; the table has {found}")
+        table = kept
+    return table
+
+
 def _run_plot(args) -> int:
     from dnn_spring import plots
     from dnn_spring._style import save_figure
@@ -167,7 +200,7 @@ def _run_plot(args) -> int:
 
     sources = args.source if isinstance(args.source, list) else [args.source]
     names = [Path(str(s).rstrip("/")).stem for s in sources]
-    tables = [load_table(s) for s in sources]
+    tables = [_select(load_table(s), args.where) for s in sources]
     prefix = _PLOTS[args.kind][0]
     if args.kind == "four-panel":
         fig = plots.four_panel(tables, axes=args.axis, titles=names)

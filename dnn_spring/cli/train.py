@@ -55,6 +55,15 @@ def _default(field: str):
     raise KeyError(field)
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" for value flags only: an on/off switch says its effect."""
+
+    def _get_help_string(self, action):
+        if action.nargs == 0:  # --no-batchnorm, --zero-bias, --hessian, --help
+            return action.help
+        return super()._get_help_string(action)
+
+
 def add_parser(subparsers) -> None:
     """Register ``train`` on the dispatcher's sub-parsers."""
     p = subparsers.add_parser(
@@ -62,17 +71,18 @@ def add_parser(subparsers) -> None:
         help="train one network and measure its load curve",
         description="Train one network (the paper's MLP or CNN), then measure its load curve on the clean "
         "training set and print it with the accuracies and the curve's shape (v, c, regime).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     for flag, field, kind, text in _VALUE_FLAGS:
         p.add_argument(flag, dest=field, type=kind, default=_default(field), help=text,
                        metavar=field.upper())
     p.add_argument("--no-batchnorm", dest="batchnorm", action="store_false",
-                   help="drop every BatchNorm layer")
+                   help="drop every BatchNorm layer (default: BatchNorm on)")
     p.add_argument("--zero-bias", dest="zero_bias", action="store_true",
-                   help="start every bias at zero")
+                   help="start every bias at zero (default: off)")
     p.add_argument("--hessian", action="store_true",
-                   help="also estimate the Hessian's top eigenvalue and trace at the end")
+                   help="also estimate the Hessian's top eigenvalue and trace at the end "
+                   "(default: off)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--out", default=None, metavar="FILE",
                    help="write the run record as JSON to FILE")

@@ -9,6 +9,8 @@ import numpy as np
 __all__ = []
 
 _DEFAULT_RECORDS = 1000  # recorded time points when record_every is not given
+#: Most memory (bytes) the arrays of one simulation call may take; more is refused up front.
+MAX_BYTES = 4 * 2**30
 
 
 def check_batch(configs, kind, same: Sequence[str]) -> tuple:
@@ -36,13 +38,41 @@ def column(configs, name: str, xp=np, **kw):
     return values if xp is np else xp.as_tensor(values, **kw)
 
 
-def record_steps(n_steps: int, record_every) -> np.ndarray:
-    """Step indices to record: 0, r, 2r, ... and always the last step."""
+def _every(n_steps: int, record_every) -> int:
     if record_every is None:
         record_every = max(1, n_steps // _DEFAULT_RECORDS)
     if isinstance(record_every, bool) or not isinstance(record_every, (int, np.integer)) \
             or record_every < 1:
         raise ValueError(f"`record_every` must be an integer >= 1, got {record_every!r}")
+    return int(record_every)
+
+
+def check_memory(n_chains: int, n_blocks: int, n_steps: int, record_every, *,
+                 per_step: int = 0, steps_fix: str) -> None:
+    """Refuse, before allocating anything, a simulation whose arrays exceed :data:`MAX_BYTES`.
+
+    Counted: the recorded trajectory (n_chains × n_records × n_blocks), the
+    recorded step indices, and ``per_step`` float64 numbers held for every
+    step (the time grid, an sdeint path).  ``steps_fix`` says how to take
+    fewer steps, e.g. "a larger `dt` or a smaller `t_max`".
+    """
+    every = _every(n_steps, record_every)
+    n_records = n_steps // every + 2
+    trajectory = 8 * n_records * (1 + n_chains * n_blocks)
+    whole_path = 8 * per_step * (n_steps + 1)
+    total = trajectory + whole_path
+    if total <= MAX_BYTES:
+        return
+    fix = (f"record fewer points (a larger `record_every` than {every})" if trajectory > whole_path
+           else f"take fewer steps ({steps_fix})")
+    raise ValueError(f"the simulation would need {total / 2**30:.1f} GiB of memory for "
+                     f"{n_steps:,} steps of {n_chains} chain{'s' * (n_chains > 1)} "
+                     f"(limit {MAX_BYTES / 2**30:g} GiB); {fix}")
+
+
+def record_steps(n_steps: int, record_every) -> np.ndarray:
+    """Step indices to record: 0, r, 2r, ... and always the last step."""
+    record_every = _every(n_steps, record_every)
     steps = np.arange(0, n_steps + 1, int(record_every))
     if steps[-1] != n_steps:
         steps = np.append(steps, n_steps)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dnn_spring.spring._batch import check_batch, column, record_steps, stretch
+from dnn_spring.spring._batch import check_batch, check_memory, column, record_steps, stretch
 from dnn_spring.spring.config import FirstOrderConfig
 from dnn_spring.spring.noise import GaussianIncrements, resolve_generators
 from dnn_spring.spring.result import ChainBatchResult, ChainResult
@@ -68,6 +68,7 @@ def simulate_first_order_batch(configs, *, seed=None, record_every=None) -> Chai
     configs = check_batch(configs, FirstOrderConfig, ("n_blocks", "n_steps", "noise_mode"))
     first = configs[0]
     n, n_blocks, n_steps = len(configs), first.n_blocks, first.n_steps
+    check_memory(n, n_blocks, n_steps, record_every, steps_fix="a smaller `n_steps`")
     gens, seeds = resolve_generators(seed, n)
     width = n_blocks if first.noise_mode == "per_block" else 1
     noise = GaussianIncrements(gens, width, 1.0)

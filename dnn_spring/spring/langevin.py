@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dnn_spring.spring._batch import check_batch, column, record_steps, stretch
+from dnn_spring.spring._batch import check_batch, check_memory, column, record_steps, stretch
 from dnn_spring.spring.config import LangevinConfig
 from dnn_spring.spring.noise import GaussianIncrements, resolve_generators, torch_seed
 from dnn_spring.spring.result import ChainBatchResult, ChainResult
@@ -194,6 +194,13 @@ def simulate_langevin_batch(configs, *, backend="numpy", seed=None, record_every
     -------
     ChainBatchResult
         ``trajectory`` of shape (B, n_records, L), times ``step · dt``.
+
+    Raises
+    ------
+    ValueError
+        Also when the arrays would exceed ``MAX_BYTES`` (4 GiB; e.g. ``dt``
+        1e-7 over ``t_max`` 700 is 7·10⁹ steps): the message gives the size
+        and what to change.
     """
     if backend not in BACKENDS:
         raise ValueError(f"Expected backend in {set(BACKENDS)}, got {backend!r}")
@@ -202,8 +209,12 @@ def simulate_langevin_batch(configs, *, backend="numpy", seed=None, record_every
     configs = check_batch(configs, LangevinConfig, _SAME)
     first = configs[0]
     n, n_steps = len(configs), first.n_steps
-    steps = record_steps(n_steps, record_every)
     width = first.n_blocks if first.noise_mode == "per_block" else 1
+    # Held for every step: the time grid; with sdeint also its path (2L) and increments.
+    per_step = 1 + (2 * first.n_blocks + 2 * width if backend == "sdeint" else 0)
+    check_memory(n, first.n_blocks, n_steps, record_every, per_step=per_step,
+                 steps_fix="a larger `dt` or a smaller `t_max`: n_steps = t_max / dt")
+    steps = record_steps(n_steps, record_every)
     _, h = _time_grid(first)
     if backend == "torch":
         import torch

@@ -64,16 +64,16 @@ def _time_chunk(chunk: list, data, device, steps: int) -> dict:
     xe, ye = ens._epoch_data(bs, x_std)
     _sync(device)
     t_data = time.perf_counter() - start
-    n = xe.shape[0]
+    n = xe.shape[2]  # (members, features, samples)
     step = n if bs == 0 or bs >= n else bs
     offsets = [(s * step) % (n - step + 1) for s in range(steps + 2)]
 
     for s in offsets[:2]:
-        ens.step(xe[s:s + step], ye[s:s + step])
+        ens.step(xe[:, :, s:s + step].contiguous(), ye[:, s:s + step])
     _sync(device)
     start = time.perf_counter()
     for s in offsets[2:]:
-        ens.step(xe[s:s + step], ye[s:s + step])
+        ens.step(xe[:, :, s:s + step].contiguous(), ye[:, s:s + step])
     _sync(device)
     t_step = (time.perf_counter() - start) / steps
     start = time.perf_counter()

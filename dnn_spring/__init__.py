@@ -5,7 +5,7 @@ noise against nonlinearity to draw phase diagrams, and simulate the
 spring–block chains that explain them.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from dnn_spring.capture import list_layers, load_curve
 from dnn_spring.config import DataConfig, ModelConfig, RunConfig, TrainConfig

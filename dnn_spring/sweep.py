@@ -13,8 +13,12 @@ hands them to an executor:
 - ``"slurm"``: one submitit job per chunk (a job array), logs in
   ``<out_dir>/.submitit``; each job splits its chunk to fit its device.
 
-Locally each process trains with ``torch.set_num_threads(cpus // workers)``
-threads (restored afterwards when inline).  A batched chunk writes its
+Locally each process trains with :func:`threads_per_worker` torch threads:
+``threads`` if given, else ``OMP_NUM_THREADS`` if set, else ``cpus // workers``
+(restored afterwards when inline); every record stores the count.  A run's
+record depends on its config, the machine and the thread count only, not on
+the group it was batched in (:mod:`dnn_spring._member_ops`), so a resumed or
+extended sweep gives the same numbers as one run at once.  A batched chunk writes its
 records when the whole chunk is done; meanwhile it saves its training state
 every :data:`CHECKPOINT_EVERY` seconds to ``<out_dir>/.checkpoints/`` (see
 :func:`checkpoint_path`), so a killed sweep that is run again goes on from
@@ -61,7 +65,8 @@ from dnn_spring.records import (FINISHED_STATUSES, RecordWriteError, move_aside,
                                 scan_records, write_record_or_keep)
 
 __all__ = ["SlurmOptions", "EXECUTORS", "RecordWriteError", "run_chunk", "plan_chunks",
-           "pending_configs", "run_sweep", "checkpoint_path", "CHECKPOINT_EVERY"]
+           "pending_configs", "run_sweep", "checkpoint_path", "CHECKPOINT_EVERY",
+           "threads_per_worker"]
 
 logger = logging.getLogger("dnn_spring.sweep")
 
@@ -340,18 +345,32 @@ def _die_with_parent() -> None:
         pass
 
 
-def _threads(workers: int) -> int:
+def threads_per_worker(workers: int, threads: "int | None" = None) -> int:
+    """Torch threads of each local worker.
+
+    ``threads`` when given; else ``OMP_NUM_THREADS`` when it is set to a
+    positive integer; else the CPUs shared out, ``max(1, cpus // workers)``.
+    The count is recorded in every record (``threads``): float32 training
+    sums in another order on another number of threads.
+    """
+    if threads is not None:
+        if int(threads) < 1:
+            raise ValueError(f"`threads` must be >= 1, got {threads!r}")
+        return int(threads)
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) >= 1:
+        return int(env)
     # Small MLPs gain little from intra-op threads, and oversubscribed
     # OpenMP threads are ruinous on a shared CPU (measured: 1 run, 100
     # epochs, digits: 2.9 s with 1 thread, 42 s with 2 on a busy 2-core box).
     return max(1, (os.cpu_count() or 1) // workers)
 
 
-def _run_inline(chunks, args, workers):
+def _run_inline(chunks, args, threads):
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(_threads(workers))
+    torch.set_num_threads(threads)
     try:
         for chunk in chunks:
             yield chunk, run_chunk(chunk, **args)
@@ -359,8 +378,7 @@ def _run_inline(chunks, args, workers):
         torch.set_num_threads(before)
 
 
-def _run_pool(chunks, args, workers):
-    threads = _threads(workers)
+def _run_pool(chunks, args, workers, threads):
     context = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                 initargs=(threads,)) as pool:
@@ -405,8 +423,8 @@ def _result_or_error(get):
 
 
 def run_sweep(configs, out_dir, *, executor="local", workers=1, device="cpu", batch=True,
-              retry_failed=True, progress=True, desc="sweep", slurm=None, train_fn=None,
-              group_fn=None, group_key_fn=None, max_size_fn=None) -> dict:
+              retry_failed=True, progress=True, desc="sweep", slurm=None, threads=None,
+              train_fn=None, group_fn=None, group_key_fn=None, max_size_fn=None) -> dict:
     """Train every config without a finished record in ``out_dir``.
 
     Parameters
@@ -428,6 +446,9 @@ def run_sweep(configs, out_dir, *, executor="local", workers=1, device="cpu", ba
     progress : bool, default=True
         Show a tqdm bar (runs, ETA) on stderr.
     slurm : SlurmOptions, optional
+    threads : int, optional
+        Torch threads per local worker (see :func:`threads_per_worker`:
+        default ``OMP_NUM_THREADS`` if set, else CPUs // workers).
     train_fn, group_fn, group_key_fn, max_size_fn : callable, optional
         Replace ``train_run``, ``train_group``, ``group_key`` and
         ``max_group_size`` (tests use fast fakes).
@@ -449,6 +470,7 @@ def run_sweep(configs, out_dir, *, executor="local", workers=1, device="cpu", ba
         raise ValueError(f"`executor` must be one of {set(EXECUTORS)}, got {executor!r}")
     if int(workers) < 1:
         raise ValueError(f"`workers` must be >= 1, got {workers!r}")
+    n_threads = threads_per_worker(int(workers), threads)
     start = time.perf_counter()
     configs = list(configs)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -475,9 +497,9 @@ def run_sweep(configs, out_dir, *, executor="local", workers=1, device="cpu", ba
     if executor == "slurm":
         results = _run_slurm(chunks, args, slurm or SlurmOptions())
     elif executor == "debug" or workers == 1 or len(chunks) <= 1:
-        results = _run_inline(chunks, args, workers)
+        results = _run_inline(chunks, args, n_threads)
     else:
-        results = _run_pool(chunks, args, min(workers, len(chunks)))
+        results = _run_pool(chunks, args, min(workers, len(chunks)), n_threads)
     _drain(results, summary, len(pending), progress, desc)
     summary["wall_time"] = time.perf_counter() - start
     return summary

@@ -33,8 +33,16 @@ Choices where SPEC §5 is silent (documented here once):
   set in batches of ``batch_size`` (the last one smaller; for the MLP with
   BatchNorm a last batch of a single sample is skipped, as BatchNorm cannot
   train on it).  ``batch_size`` 0 or >= n_train is full batch, in data order.
-* **Determinism**: the same config gives identical records on the CPU for a
-  fixed number of torch threads (the thread count changes summation order).
+* **Determinism**: on the CPU, the same config gives the same record bit for
+  bit on a given machine and torch thread count, trained alone or in any
+  batched group (:mod:`dnn_spring._member_ops`).  Every record stores
+  ``threads``, ``torch_version`` and ``cpu_capability``: another thread
+  count, torch build or CPU kind (AVX2, AVX-512) may round differently.
+* **Divergence** (:func:`stop_reason`): a run is ``diverged`` when its epoch
+  loss or any weight becomes non-finite, or when its epoch loss stays above
+  ``DIVERGENCE_FACTOR`` (10) × log C, ten times the loss of chance
+  prediction, for ``DIVERGENCE_PATIENCE`` (3) epochs in a row, in its last
+  epoch or on a plateau.  A diverged run is final: it is never retried.
 * **Optimisers**: see :mod:`dnn_spring.optim`.
 """
 
@@ -140,9 +148,17 @@ def new_record(config: RunConfig, device) -> dict:
         train_loss=None, train_acc=None, test_acc=None, layers=[], log_d=[], log_inv_d=[],
         log_trace_ratio=[], v=None, c=None, c_rel=None, fit_slope=None, fit_r2=None,
         regime=None, hessian_top=None, hessian_trace=None, trajectory=[], wall_time=0.0,
-        device=str(device), version=__version__,
+        device=str(device), version=__version__, threads=torch.get_num_threads(),
+        torch_version=torch.__version__, cpu_capability=_cpu_capability(),
     )
     return record
+
+
+def _cpu_capability() -> str:
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except (AttributeError, RuntimeError):
+        return "unknown"
 
 
 def _finite(x) -> "float | None":

@@ -33,6 +33,8 @@ def _add_sweep(subparsers) -> None:
                    "results/<sweep>_quick for the quick preset)")
     p.add_argument("--workers", type=int, help="local worker processes, >= 1 (default: the "
                    "number of CPUs on cpu, 1 on a GPU); with slurm, jobs per group (default 1)")
+    p.add_argument("--threads", type=int, help="torch threads per worker, >= 1 (default: "
+                   "OMP_NUM_THREADS if set, else CPUs // workers); recorded in every record")
     p.add_argument("--seeds", type=int, help="number of seeds (default: the preset's)")
     p.add_argument("--base-seed", type=int, default=0, help="root of the seed sequence")
     p.add_argument("--epochs", type=int, help="override the number of epochs")
@@ -80,6 +82,8 @@ def _run_sweep(args) -> int:
 
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"`--workers` must be >= 1, got {args.workers}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"`--threads` must be >= 1, got {args.threads}")
     configs = expand_grid(args.sweep, args.preset, _overrides(args), n_seeds=args.seeds,
                           base_seed=args.base_seed)
     out = Path(args.out or default_out_dir(args.sweep, args.preset))
@@ -105,7 +109,8 @@ def _run_sweep(args) -> int:
     try:
         summary = run_sweep(configs, out, executor=args.executor, workers=workers,
                             device=args.device, batch=args.batch, retry_failed=args.retry_failed,
-                            progress=args.progress, desc=args.sweep, slurm=slurm)
+                            progress=args.progress, desc=args.sweep, slurm=slurm,
+                            threads=args.threads)
     except RecordWriteError as exc:  # one line per unwritten record; the sweep stopped
         for line in exc.failures or [str(exc)]:
             print(f"dnn-spring sweep: error: {line}", file=sys.stderr)

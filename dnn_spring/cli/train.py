@@ -84,6 +84,9 @@ def add_parser(subparsers) -> None:
                    help="also estimate the Hessian's top eigenvalue and trace at the end "
                    "(default: off)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch threads (default: OMP_NUM_THREADS if set, else torch's own "
+                   "choice); recorded in the record")
     p.add_argument("--out", default=None, metavar="FILE",
                    help="write the run record as JSON to FILE")
     p.add_argument("--no-progress", dest="progress", action="store_false",
@@ -137,6 +140,12 @@ def run(args) -> int:
 
     config = config_from_args(args)
     device = resolve_device(args.device)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"`--threads` must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     record = train_run(config, device=device, progress=args.progress)
     print(format_record(record))
     if args.out:
@@ -148,4 +157,8 @@ def run(args) -> int:
     if record["status"] == "failed":
         print(f"dnn-spring train: error: {record['error']}", file=sys.stderr)
         return 1
+    if record["status"] == "diverged":
+        print(f"dnn-spring train: the run diverged after {record['epochs_run']} epochs "
+              f"(loss {_fmt(record['train_loss'], '.4g')}); its record says status=diverged; "
+              "try a smaller --lr", file=sys.stderr)
     return 0

@@ -58,7 +58,7 @@ from ._member_ops import (MemberLeakyReLU, MemberLinear, dropout_keep, member_ba
 from .config import RunConfig
 from .records import write_atomically
 from .train import (DIVERGENCE_FACTOR, BatchedOptimizer, add_data_noise, curve_log_d,
-                    epoch_order, fail_record, finish_record, member_seeds, new_record,
+                    epoch_order, fail_record, finish_or_fail, member_seeds, new_record,
                     resolve_device, stop_reason)
 
 __all__ = ["train_group", "group_key", "max_group_size", "MEMBER_FIELDS"]
@@ -559,9 +559,6 @@ def train_group(configs: list, *, device="cpu", progress: bool = False, checkpoi
         if out["stop_reason"] == "diverged":
             record["status"] = "diverged"
         else:
-            try:
-                finish_record(record, out["model"], data, hessian=config.train.hessian)
-            except Exception as exc:  # noqa: BLE001
-                fail_record(record, exc)
+            finish_or_fail(record, out["model"], data, hessian=config.train.hessian)
         record["wall_time"] = share + time.perf_counter() - t0
     return records

@@ -64,7 +64,8 @@ BAD_DIR = ".bad"
 CURVE_FIELDS = ("layers", "log_d", "log_inv_d", "log_trace_ratio")
 _RESULT_NUMBERS = ("test_acc", "train_acc", "train_loss", "v", "c", "c_rel", "fit_slope",
                    "fit_r2", "hessian_top", "hessian_trace", "wall_time")
-_RESULT_TEXTS = ("regime", "error", "stop_reason", "device", "version")
+_RESULT_TEXTS = ("regime", "error", "stop_reason", "device", "version", "torch_version",
+                 "cpu_capability")
 _MAX_PROBLEMS = 3
 
 
@@ -134,8 +135,9 @@ def check_record(record) -> list:
     ``key`` a string; ``status`` one of "ok", "diverged", "failed"; when
     present, ``test_acc``, ``train_acc``, ``train_loss``, ``v``, ``c``,
     ``c_rel``, ``fit_slope``, ``fit_r2``, ``hessian_*`` and ``wall_time`` a
-    number or null, ``epochs_run`` an integer or null, ``regime``, ``error``,
-    ``stop_reason``, ``device`` and ``version`` a string or null, ``layers``
+    number or null, ``epochs_run`` and ``threads`` an integer or null,
+    ``regime``, ``error``, ``stop_reason``, ``device``, ``version``,
+    ``torch_version`` and ``cpu_capability`` a string or null, ``layers``
     a list of strings and ``log_d``, ``log_inv_d``, ``log_trace_ratio`` lists
     of numbers or null, all of one length, and ``trajectory`` a list of
     ``{"epoch": int, "log_d": list}``.  Other fields are free.
@@ -162,9 +164,10 @@ def check_record(record) -> list:
         value = record.get(name)
         if value is not None and not _is_number(value):
             problems.append(f"`{name}` must be a number or null, got {_show(value)}")
-    epochs = record.get("epochs_run")
-    if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool)):
-        problems.append(f"`epochs_run` must be an integer or null, got {_show(epochs)}")
+    for name in ("epochs_run", "threads"):
+        value = record.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            problems.append(f"`{name}` must be an integer or null, got {_show(value)}")
     for name in _RESULT_TEXTS:
         value = record.get(name)
         if value is not None and not isinstance(value, str):

@@ -235,6 +235,33 @@ def fail_record(record: dict, exc: BaseException) -> dict:
     return record
 
 
+@torch.no_grad()
+def _blown_up(model, data) -> bool:
+    """Does ``model`` give non-finite logits on the training set (eval mode)?"""
+    was = model.training
+    model.eval()
+    try:
+        return not bool(torch.isfinite(model(data.x_train)).all())
+    finally:
+        model.train(was)
+
+
+def finish_or_fail(record: dict, model, data, *, hessian: bool) -> dict:
+    """:func:`finish_record`; an error makes the record "failed", or "diverged"
+    when the trained weights overflow the forward pass (a blow-up in the last
+    update, whose loss and weights were still finite)."""
+    try:
+        finish_record(record, model, data, hessian=hessian)
+    except Exception as exc:  # noqa: BLE001 - a run never kills its caller
+        fail_record(record, exc)
+        try:
+            if _blown_up(model, data):
+                record.update(status="diverged", stop_reason="diverged")
+        except Exception:  # noqa: BLE001 - keep "failed"
+            pass
+    return record
+
+
 # --------------------------------------------------------------------------- CNN loop
 
 
@@ -383,7 +410,7 @@ def train_run(config: RunConfig, *, device="cpu", progress: bool = False) -> dic
         data = load_dataset(config.data, device=dev, flatten=False)
         model = _train_cnn(config, data, dev, record, progress)
         if record["status"] == "ok":
-            finish_record(record, model, data, hessian=config.train.hessian)
+            finish_or_fail(record, model, data, hessian=config.train.hessian)
     except Exception as exc:  # noqa: BLE001 - a run never kills its caller
         fail_record(record, exc)
     record["wall_time"] = time.perf_counter() - start

@@ -63,6 +63,7 @@ BAD = [
     (["--channels", "0"], "`channels` must be in"),
     (["--data-seed", "-1"], "`data_seed` must be in [0, inf), got -1"),
     (["--device", "tpu"], "`device` must be"),
+    (["--threads", "0"], "`--threads` must be >= 1, got 0"),
     (["--epochs", "ten"], "invalid int value"),
     (["--lr", "fast"], "invalid float value"),
     (["--seed", "1.5"], "invalid int value"),
@@ -130,3 +131,31 @@ def test_closed_stdout_pipe_ends_quietly():
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 1
     assert err == "", err
+
+
+_CLI = "import sys; from dnn_spring.cli import main; sys.exit(main())"
+
+
+def test_diverged_run_exits_0_with_one_stderr_line(tmp_path):
+    out = tmp_path / "run.json"
+    proc = subprocess.run([sys.executable, "-c", _CLI, "train", "--optimizer", "sgd", "--lr", "50",
+                           "--epochs", "20", "--depth", "4", "--width", "32", "--threads", "1",
+                           "--no-progress", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and "diverged" in lines[0] and "Traceback" not in proc.stderr, lines
+    assert lines[0].startswith("dnn-spring train: the run diverged after ")
+    assert "status diverged" in proc.stdout and "(stop: diverged)" in proc.stdout
+    record = json.loads(out.read_text())
+    assert record["status"] == "diverged" and record["threads"] == 1
+    assert f"after {record['epochs_run']} epochs" in lines[0] and record["epochs_run"] < 20
+
+
+def test_threads_flag_is_used_and_recorded(tmp_path, capsys):
+    out = tmp_path / "run.json"
+    assert main(["train", *SMALL, "--threads", "2", "--out", str(out)]) == 0
+    assert torch.get_num_threads() == 2
+    record = json.loads(out.read_text())
+    assert record["threads"] == 2 and record["torch_version"] == torch.__version__
+    assert capsys.readouterr().err == ""

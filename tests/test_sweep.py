@@ -539,3 +539,150 @@ def test_cli_rejects_non_finite_config_values(tmp_path, capsys):
     assert cli_main(["sweep", "lr_nl", "--preset", "quick", "--out", str(tmp_path), "--dry-run",
                      "--set", "lr=1e-3,inf"]) == 2
     assert "`lr` must be a finite number, got inf" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- same records however run
+_QUICK = {"epochs": 2}  # the quick ns_nl grid (4 noise × 4 slopes), 2 epochs, 2 seeds
+_CLI = "import sys; from dnn_spring.cli import main; sys.exit(main())"
+
+
+def _numbers(folder) -> dict:
+    """``{key: (train_loss, test_acc, log_d)}`` of every record in ``folder``."""
+    out = {}
+    for path in Path(folder).glob("*.json"):
+        record = json.loads(path.read_text())
+        assert record["status"] == "ok" and record["threads"] == 1, record["key"]
+        out[record["key"]] = (record["train_loss"], record["test_acc"], record["log_d"])
+    return out
+
+
+def _spy_groups(groups):
+    from dnn_spring.batched import train_group
+
+    def group_fn(configs, **kwargs):
+        groups.add(frozenset(c.key() for c in configs))
+        return train_group(configs, **kwargs)
+
+    return group_fn
+
+
+def test_quick_sweep_gives_the_same_records_however_it_is_run(tmp_path):
+    """A record depends on its config (and thread count), not on the group it was trained in."""
+    configs = expand_grid("ns_nl", "quick", _QUICK, n_seeds=2)
+    keys = {c.key() for c in configs}
+    assert len(keys) == 32
+    # (a) all at once
+    groups_a, groups_b = set(), set()
+    run_sweep(configs, tmp_path / "a", threads=1, progress=False, group_fn=_spy_groups(groups_a))
+    # (b) the ReLU column first (`--set slope=0`), then the whole grid in the same folder
+    relu = expand_grid("ns_nl", "quick", {**_QUICK, "slope": 0}, n_seeds=2)
+    assert len(relu) == 8 and {c.model.slope for c in relu} == {0.0}
+    first = run_sweep(relu, tmp_path / "b", threads=1, progress=False,
+                      group_fn=_spy_groups(groups_b))
+    second = run_sweep(configs, tmp_path / "b", threads=1, progress=False,
+                       group_fn=_spy_groups(groups_b))
+    assert first["ok"] == 8 and second["skipped"] == 8 and second["ok"] == 24
+    assert groups_a != groups_b and all(len(g) > 1 for g in groups_a | groups_b)  # batched
+    # (c) the CLI, SIGKILLed once some records (not all) are written, then run again
+    out = tmp_path / "c"
+    command = [sys.executable, "-c", _CLI, "sweep", "ns_nl", "--preset", "quick", "--epochs",
+               str(_QUICK["epochs"]), "--seeds", "2", "--out", str(out), "--threads", "1",
+               "--workers", "1", "--no-progress"]
+    proc = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list(out.glob("*.json")):
+        assert time.time() < deadline and proc.poll() is None, "the sweep wrote no record"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {p.stem for p in out.glob("*.json")}
+    assert 1 <= len(before) < 32  # killed part-way
+    rerun = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"ns_nl: 32 runs, {len(before)} already done; ran {32 - len(before)}: " \
+           f"{32 - len(before)} ok" in rerun.stderr
+    # the same numbers, bit for bit, every way
+    a, b, c = _numbers(tmp_path / "a"), _numbers(tmp_path / "b"), _numbers(out)
+    assert set(a) == set(b) == set(c) == keys
+    assert len({loss for loss, _, _ in a.values()}) == 32  # real, distinct numbers
+    for key in sorted(keys):
+        assert a[key] == b[key] == c[key], key
+
+
+# ---------------------------------------------------------------- threads
+def test_threads_per_worker_precedence(tmp_path, monkeypatch):
+    from dnn_spring.sweep import threads_per_worker
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert threads_per_worker(2, 5) == 5  # explicit first
+    assert threads_per_worker(2) == 3  # then OMP_NUM_THREADS
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert threads_per_worker(2) == 4 and threads_per_worker(3) == 2  # then CPUs // workers
+    assert threads_per_worker(16) == 1
+    for bad in ("abc", "0", "-2", "1.5", ""):
+        monkeypatch.setenv("OMP_NUM_THREADS", bad)
+        assert threads_per_worker(2) == 4, bad  # ignored
+    with pytest.raises(ValueError, match=r"`threads` must be >= 1, got 0"):
+        threads_per_worker(2, 0)
+    with pytest.raises(ValueError, match=r"`threads` must be >= 1, got -1"):
+        run_sweep(tiny_grid()[:1], tmp_path / "out", threads=-1)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_records_store_the_thread_count_they_ran_with(tmp_path, threads):
+    import torch
+
+    before = torch.get_num_threads()
+    configs = tiny_grid()[:2]  # real training, 1 epoch of a depth-3 width-8 MLP
+    summary = run_sweep(configs, tmp_path, executor="debug", threads=threads, progress=False)
+    assert summary["ok"] == 2
+    records = [read_record(p) for p in tmp_path.glob("*.json")]
+    assert len(records) == 2 and {r["threads"] for r in records} == {threads}
+    assert all(r["torch_version"] == torch.__version__ and r["cpu_capability"] for r in records)
+    assert torch.get_num_threads() == before  # inline runs restore it
+
+
+def report_threads(config, *, device="cpu", progress=False):
+    import torch
+
+    return {**fake_record(config), "threads": torch.get_num_threads()}
+
+
+def test_threads_reach_the_workers_and_follow_omp_num_threads(tmp_path, monkeypatch):
+    configs = tiny_grid()[:4]
+    run_sweep(configs, tmp_path / "pool", workers=2, threads=3, batch=False, progress=False,
+              train_fn=report_threads)
+    assert {read_record(p)["threads"] for p in (tmp_path / "pool").glob("*.json")} == {3}
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    run_sweep(configs, tmp_path / "env", executor="debug", batch=False, progress=False,
+              train_fn=report_threads)
+    assert {read_record(p)["threads"] for p in (tmp_path / "env").glob("*.json")} == {2}
+
+
+def test_cli_threads_must_be_positive(tmp_path, capsys):
+    assert cli_main(["sweep", "ns_nl", "--preset", "quick", "--out", str(tmp_path),
+                     "--threads", "0"]) == 2
+    assert capsys.readouterr().err == "dnn-spring sweep: error: `--threads` must be >= 1, got 0\n"
+    assert not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------- diverged records are final
+def test_diverged_records_are_not_rerun(tmp_path):
+    configs = tiny_grid()
+
+    def train(config, **kwargs):
+        calls.append(config.key())
+        return fake_record(config, "diverged" if config.train.noise == 0.6 else "ok")
+
+    calls = []
+    summary = run_sweep(configs, tmp_path, executor="debug", batch=False, progress=False,
+                        train_fn=train)
+    assert summary["diverged"] == 3 and summary["ok"] == 6 and len(calls) == 9
+    assert pending_configs(configs, tmp_path) == []
+    calls.clear()
+    again = run_sweep(configs, tmp_path, executor="debug", batch=False, progress=False,
+                      train_fn=train)
+    assert calls == [] and again["skipped"] == 9 and again["ran"] == 0
+    assert collect(tmp_path)["status"].value_counts().to_dict() == {"ok": 6, "diverged": 3}

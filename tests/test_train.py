@@ -188,3 +188,103 @@ def test_phase_diagram_corners_on_digits():
     assert linear["c"] > relu["c"] + 0.5
     assert linear["c_rel"] > -0.5
     assert relu["test_acc"] > 0.9
+
+
+# ------------------------------------------------------------------ divergence
+
+
+def test_large_sgd_step_diverges_and_is_never_ok():
+    from dnn_spring.train import DIVERGENCE_FACTOR, DIVERGENCE_PATIENCE
+
+    cfg = RunConfig().replace(optimizer="sgd", lr=50, epochs=20, depth=4, width=32)
+    rec = train_run(cfg)
+    assert rec["status"] == "diverged" and rec["stop_reason"] == "diverged"
+    # the loss blew up: far above 10 log C (C = 10 digits) for the patience epochs
+    assert rec["train_loss"] is None or rec["train_loss"] > 100 * DIVERGENCE_FACTOR * math.log(10)
+    assert DIVERGENCE_PATIENCE <= rec["epochs_run"] < 20
+    assert rec["log_d"] == [] and rec["test_acc"] is None and rec["error"] is None
+    json.dumps(rec, allow_nan=False)
+
+
+def _poison_after_first_epoch(monkeypatch, arch):
+    """Make one weight NaN after the first epoch; that epoch's loss stays finite."""
+    if arch == "mlp":
+        from dnn_spring import batched
+
+        original = batched._Ensemble._epoch
+
+        def epoch(self, *args):
+            means = original(self, *args)
+            self.weights.flat[0, 0] = float("nan")
+            return means
+
+        monkeypatch.setattr(batched._Ensemble, "_epoch", epoch)
+    else:
+        import dnn_spring.train as train_module
+
+        original = train_module._cnn_epoch
+
+        def epoch(model, opt, params, *args):
+            mean = original(model, opt, params, *args)
+            with torch.no_grad():
+                params[0].view(-1)[0] = float("nan")
+            return mean
+
+        monkeypatch.setattr(train_module, "_cnn_epoch", epoch)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_non_finite_weights_are_diverged_not_failed(monkeypatch, arch):
+    cfg = TINY if arch == "mlp" else RunConfig().replace(arch="cnn", depth=3, channels=4,
+                                                         epochs=3, n_train=200)
+    _poison_after_first_epoch(monkeypatch, arch)
+    rec = train_run(cfg)
+    assert rec["status"] == "diverged" and rec["stop_reason"] == "diverged", rec["error"]
+    assert rec["epochs_run"] == 1 and math.isfinite(rec["train_loss"])  # the loss was fine
+    assert rec["error"] is None and rec["log_d"] == []
+
+
+def test_nan_loss_is_diverged_not_failed():
+    # the first step sends every weight to ~1e37; the second epoch's loss is NaN
+    rec = train_run(TINY.replace(optimizer="sgd", lr=3e38, epochs=2, batch_size=0))
+    assert rec["status"] == "diverged" and rec["stop_reason"] == "diverged", rec["error"]
+    assert rec["epochs_run"] == 2 and rec["train_loss"] is None
+
+
+def test_stop_reason_covers_every_branch():
+    from dnn_spring.config import TrainConfig
+    from dnn_spring.train import DIVERGENCE_FACTOR, DIVERGENCE_PATIENCE, stop_reason
+
+    assert (DIVERGENCE_FACTOR, DIVERGENCE_PATIENCE) == (10.0, 3)
+    t = TrainConfig(stop_loss=1e-3, stop_delta=1e-6)
+    huge = 100.0  # above 10 log 10
+    # non-finite loss or weights
+    for mean in (float("nan"), float("inf"), -float("inf")):
+        assert stop_reason(mean, 1.0, t) == "diverged"
+    assert stop_reason(0.5, 0.6, t, finite=False) == "diverged"
+    assert stop_reason(1e-6, 1e-6, t, finite=False) == "diverged"  # before loss or plateau
+    # above the threshold: patience, last epoch, plateau
+    for above in range(1, DIVERGENCE_PATIENCE):
+        assert stop_reason(huge, huge / 2, t, epochs_above=above) is None  # may recover
+    assert stop_reason(huge, huge / 2, t, epochs_above=DIVERGENCE_PATIENCE) == "diverged"
+    assert stop_reason(huge, huge / 2, t, epochs_above=DIVERGENCE_PATIENCE + 5) == "diverged"
+    assert stop_reason(huge, None, t, epochs_above=1, last=True) == "diverged"
+    assert stop_reason(huge, huge, t, epochs_above=1) == "diverged"  # stuck up there
+    assert stop_reason(huge, huge + 1e-7, t, epochs_above=2) == "diverged"
+    # below the threshold: the ordinary rule
+    assert stop_reason(1e-4, 0.5, t) == "loss"
+    assert stop_reason(1e-4, 1e-4, t) == "loss"  # the loss rule first
+    assert stop_reason(0.5, 0.5 + 1e-7, t) == "plateau"
+    assert stop_reason(0.5, 0.6, t) is None
+    assert stop_reason(0.5, None, t) is None  # first epoch: no plateau yet
+    assert stop_reason(0.5, 0.6, t, last=True) is None  # the caller says "epochs"
+    assert stop_reason(huge, huge / 2, t) is None  # epochs_above counts, not the loss itself
+
+
+def test_blow_up_in_the_last_update_is_diverged_not_failed():
+    # lr 1e30: the one update leaves finite weights (~1e37) and a finite epoch
+    # loss, but the evaluation's forward pass overflows.  "failed" would be
+    # retried by every sweep rerun; the run has blown up, so it is final.
+    rec = train_run(RunConfig().replace(optimizer="sgd", lr=1e30, epochs=1, depth=4, width=32))
+    assert rec["status"] == "diverged" and rec["stop_reason"] == "diverged"
+    assert "NaN or inf" in rec["error"]

@@ -3,8 +3,8 @@
 A row of the phase diagram (one noise level, six slopes, ten seeds) is 60
 networks of the same shape.  Trained one at a time with small batches, most of
 the time goes to Python and kernel-launch overhead; stacking them turns every
-``Linear`` into one batched product on parameters of shape (N, in, out) (the
-transposed PyTorch weight) and every optimiser update into one fused pass.
+``Linear`` into one batched product on parameters of shape (N, out, in) and
+every optimiser update into one fused pass over a flat (N, S) buffer.
 
 Members share the architecture, the data set and the batch size
 (:func:`group_key`); each has its own seed (initialisation, data order, noise
@@ -22,19 +22,17 @@ the others go on untouched (and faster).  Divergence is read from the
 epoch's mean loss; a NaN in one member cannot reach another.
 
 The single MLP run of :func:`dnn_spring.train.train_run` is a group of one,
-so a member and the single run with the same config share every line of code;
-they differ only by float32 rounding of batched kernels.
-
-Implementation: activations are laid out (batch, member, feature), so
-BatchNorm is PyTorch's native ``batch_norm`` over N·width channels (running
-stats updated in place, exactly PyTorch's rule) and LeakyReLU with one slope
-per member is the native ``prelu`` with the member axis as channels
-(:class:`~dnn_spring._member_ops.MemberLeakyReLU`, with a cheaper backward); the
-Linear layers are batched products (``torch.baddbmm`` / ``torch.bmm``) that
-read that layout without copies (:class:`~dnn_spring._member_ops.MemberLinear`).  Measured
-on the 2-core CPU (1 thread, N = 60, width 100, depth 8), forward + backward
-per step: 29 ms vs 34 ms for ``torch.func.vmap(grad(...))`` at batch 10, and
-3.8 s vs 8.1 s at batch 2560 (vmap without running stats, i.e. doing less).
+and a member's numbers do not depend on its group: the same config gives the
+same record bit for bit alone or in any group, at any position (on a given
+machine and thread count).  How each kernel is made so is in
+:mod:`dnn_spring._member_ops`: activations laid out (member, feature,
+sample), aligned batched products, BatchNorm channel by channel (running
+stats with exactly PyTorch's rule), sums over contiguous rows; and here the
+parameters live in one flat buffer whose member rows (and parameters) are
+padded to whole vectors, so the elementwise optimiser kernels never split a
+member between a vector body and a scalar tail.  (``torch.func.vmap`` was
+measured slower than batched products in 0.1.0: 34 vs 29 ms per step at
+batch 10.)
 
 On a CPU batching pays off at small batches (Python and dispatch overhead is
 shared by N members); at full batch a single run already keeps the core busy,

@@ -15,15 +15,16 @@ So activations are laid out (N, F, B), member first, features, samples
 last, and every step is built from pieces that treat each member's block the
 same way whatever N is:
 
-* products are ``torch.bmm`` / ``torch.baddbmm`` over per-member matrices
-  that each start on a 64-byte boundary, with a group of one padded to two
-  (:func:`member_bmm`);
+* products are ``torch.bmm`` / ``torch.baddbmm`` over per-member matrices,
+  in an orientation chosen by the batch size alone, with a contiguous result
+  whose member stride is a multiple of 64 bytes, and a group of one
+  computed as two (:func:`member_bmm`);
 * sums over samples reduce contiguous rows (:func:`member_sum`);
 * BatchNorm is the native kernel on a (1, N·F, B) view, whose statistics,
   normalisation and backward run channel by channel (in float64 on the CPU);
-* elementwise work uses single IEEE operations (``maximum``, ``where``,
-  ``*``), never fused multiply-adds whose vector body and scalar tail may
-  round differently.
+* elementwise work is exact (``prelu``, ``threshold_backward``, ``+``,
+  ``-``, ``*``), never a fused multiply-add whose vector body and scalar tail
+  may round differently.
 
 The optimiser side of the same rule lives in :mod:`dnn_spring.batched`
 (parameters in one flat buffer whose rows are padded to whole vectors).

@@ -326,14 +326,14 @@ def _no_limit(config, *, device="cpu") -> int:
     return 1 << 30
 
 
-def _init_worker(threads: int) -> None:
-    _die_with_parent()
+def _init_worker(threads: int, parent: "int | None" = None) -> None:
+    _die_with_parent(parent)
     import torch
 
     torch.set_num_threads(threads)
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: "int | None" = None) -> None:
     # Linux only: a SIGKILLed sweep takes its workers with it, so they do not
     # keep writing records next to a rerun.
     try:
@@ -342,7 +342,9 @@ def _die_with_parent() -> None:
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        pass
+        return
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)  # the sweep died before the signal was armed: exit as it would have
 
 
 def threads_per_worker(workers: int, threads: "int | None" = None) -> int:
@@ -381,7 +383,7 @@ def _run_inline(chunks, args, threads):
 def _run_pool(chunks, args, workers, threads):
     context = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                initargs=(threads,)) as pool:
+                                initargs=(threads, os.getpid())) as pool:
         futures = {pool.submit(run_chunk, chunk, **args): chunk for chunk in chunks}
         for future in cf.as_completed(futures):
             yield futures[future], _result_or_error(future.result)

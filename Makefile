@@ -13,7 +13,7 @@ $(BIN)/dnn-spring: pyproject.toml
 
 install: $(BIN)/dnn-spring
 
-# Quick noise x slope phase diagram on the embedded digits -> figs/pd_ns_nl_quick.png
+# Quick noise x slope phase diagram on the embedded MNIST (mnist5k) -> figs/pd_ns_nl_quick.png
 demo: install
 	PATH="$(abspath $(BIN)):$$PATH" PRESET=quick bash bash/test_pd_ns_nl.sh
 

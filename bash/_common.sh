@@ -4,7 +4,7 @@
 #   sweep  ->  collect  ->  plot phase-diagram, all through the dnn-spring CLI.
 # Environment (all optional):
 #   PRESET    paper (default: the paper's grid, 10 seeds, full epochs) | quick
-#   DATASET   override the data set (e.g. digits, mnist, fashionmnist)
+#   DATASET   override the data set (e.g. mnist5k, digits, mnist, fashionmnist)
 #   DEVICE    torch device (cpu, cuda, cuda:1, ...)
 #   OUTDIR    results folder (default results/<sweep>, results/<sweep>_quick for quick)
 #   FIGDIR    figure folder (default figs)

@@ -32,11 +32,12 @@ import time
 
 import torch
 
-from dnn_spring.batched import _Ensemble, train_group
+from dnn_spring.batched import GroupFit, train_group
 from dnn_spring.data import load_dataset
 from dnn_spring.grids import expand_grid
 from dnn_spring.sweep import plan_chunks
-from dnn_spring.train import finish_record, new_record, resolve_device
+from dnn_spring.rules import resolve_device
+from dnn_spring.run_record import finish_record, new_record
 
 PANELS = ("ns_nl", "lr_nl", "dp_nl", "bm_nl")
 
@@ -55,13 +56,13 @@ def _sync(device) -> None:
 def _time_chunk(chunk: list, data, device, steps: int) -> dict:
     """Seconds to set up the chunk, per epoch's data pass, per step and per member's end."""
     start = time.perf_counter()
-    ens = _Ensemble(chunk, data, device)
+    fit = GroupFit(chunk, data, device)
+    ens = fit.model
     _sync(device)
     t_setup = time.perf_counter() - start
-    x_std = float(data.x_train.std())
     bs = chunk[0].train.batch_size
     start = time.perf_counter()
-    xe, ye = ens._epoch_data(bs, x_std)
+    xe, ye = fit.epoch_data()
     _sync(device)
     t_data = time.perf_counter() - start
     n = xe.shape[2]  # (members, features, samples)

@@ -5,7 +5,7 @@ noise against nonlinearity to draw phase diagrams, and simulate the
 spring–block chains that explain them.
 """
 
-__version__ = "0.3.0"
+from dnn_spring._version import __version__
 
 from dnn_spring.capture import list_layers, load_curve
 from dnn_spring.config import DataConfig, ModelConfig, RunConfig, TrainConfig
@@ -28,6 +28,7 @@ from dnn_spring.spring import (
     simulate_langevin,
     simulate_langevin_batch,
 )
+from dnn_spring.compare import load_trajectory_records, pick_lazy_active, plot_spring_trajectories
 
 __all__ = [
     "__version__",
@@ -68,4 +69,7 @@ __all__ = [
     "simulate_langevin",
     "simulate_langevin_batch",
     "scan_phase_diagram",
+    "load_trajectory_records",
+    "pick_lazy_active",
+    "plot_spring_trajectories",
 ]

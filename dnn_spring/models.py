@@ -43,7 +43,8 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from .config import ModelConfig
+from .checks import choice_problem
+from .config import ARCHS, INITS, ModelConfig
 
 __all__ = ["MLP", "CNN", "build_model", "init_mlp_parameters", "init_cnn_parameters"]
 
@@ -81,7 +82,7 @@ def _init_weight(weight: Tensor, config: ModelConfig, generator: torch.Generator
         else:
             nn.init.dirac_(weight)
     else:  # ModelConfig validation makes this unreachable
-        raise ValueError(f"`init` must be one of {{'default', 'orthogonal', ...}}, got {scheme!r}")
+        raise ValueError(choice_problem("init", scheme, INITS))
     weight.mul_(config.init_scale)
 
 
@@ -367,4 +368,4 @@ def build_model(config: ModelConfig, input_shape: Sequence[int], n_classes: int,
         return MLP(config, math.prod(shape), n_classes, seed=seed)
     if config.arch == "cnn":
         return CNN(config, shape, n_classes, seed=seed)
-    raise ValueError(f"`arch` must be one of {{'mlp', 'cnn'}}, got {config.arch!r}")
+    raise ValueError(choice_problem("arch", config.arch, ARCHS))

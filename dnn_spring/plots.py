@@ -30,6 +30,7 @@ from matplotlib.colors import CenteredNorm, ListedColormap, Normalize
 from matplotlib.cm import ScalarMappable
 
 from dnn_spring._style import CURVE_COLOR, REGIME_COLORS, figure_style
+from dnn_spring.checks import check_choice
 from dnn_spring.grids import NOISE_AXES
 from dnn_spring.shape import load_shape
 
@@ -63,8 +64,7 @@ def infer_axis(table: pd.DataFrame) -> str:
 
 def axis_order(axis: str, values) -> list:
     """Sort axis values from most noisy (first column) to least noisy."""
-    if axis not in NOISE_AXES:
-        raise ValueError(f"`axis` must be one of {set(NOISE_AXES)}, got {axis!r}")
+    check_choice("axis", axis, NOISE_AXES)
     values = sorted(set(values), key=lambda v: np.inf if axis == "batch_size" and v == 0 else v)
     return values if axis == "batch_size" else values[::-1]
 

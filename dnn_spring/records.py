@@ -5,8 +5,8 @@ A sweep's results folder holds ``<key>.json`` per finished run, ``key`` being
 folder and moved into place with ``os.replace``, so a killed job leaves either
 the whole record or none.  A file that does not parse, is not a dict, whose
 ``key`` does not match its name, or that breaks the record schema
-(:func:`check_record`: the config fields, ``status``, the numbers, the load
-curve lists and the trajectory, each of its type) is *corrupt*: it is
+(:func:`dnn_spring.run_record.check_record`: the config fields, ``status``,
+the numbers, the load curve lists and the trajectory, each of its type) is *corrupt*: it is
 reported by name with the reason (one warning line each), skipped by
 :func:`collect`, and moved to ``<out_dir>/.bad/`` and rerun by the sweep.
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import math
 import os
 import tempfile
 from pathlib import Path
@@ -35,12 +34,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dnn_spring.run_record import CURVE_FIELDS, FINISHED_STATUSES, check_record, short_repr
+
 __all__ = [
     "CorruptRecordError",
     "FINISHED_STATUSES",
     "BAD_DIR",
     "record_path",
-    "check_record",
     "write_record",
     "write_record_or_keep",
     "RecordWriteError",
@@ -54,18 +54,9 @@ __all__ = [
 
 logger = logging.getLogger("dnn_spring.records")
 
-#: Statuses of a run that is done for good; a "failed" run is retried.
-FINISHED_STATUSES = ("ok", "diverged")
-_STATUSES = ("ok", "diverged", "failed")
 TABLE_SUFFIXES = (".parquet", ".csv")
 #: Folder of a results folder where the sweep moves corrupt records.
 BAD_DIR = ".bad"
-#: The load-curve lists: one entry per load-curve point, all of one length.
-CURVE_FIELDS = ("layers", "log_d", "log_inv_d", "log_trace_ratio")
-_RESULT_NUMBERS = ("test_acc", "train_acc", "train_loss", "v", "c", "c_rel", "fit_slope",
-                   "fit_r2", "hessian_top", "hessian_trace", "wall_time")
-_RESULT_TEXTS = ("regime", "error", "stop_reason", "device", "version", "torch_version",
-                 "cpu_capability")
 _MAX_PROBLEMS = 3
 
 
@@ -76,111 +67,6 @@ class CorruptRecordError(ValueError):
 def record_path(out_dir, key: str) -> Path:
     """Path of the record of run ``key`` in ``out_dir``."""
     return Path(out_dir) / f"{key}.json"
-
-
-def _config_types() -> dict:
-    from dnn_spring.config import RunConfig
-
-    return {name: type(value) for name, value in RunConfig().flat().items()}
-
-
-def _show(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _config_problem(name: str, kind: type, value) -> "str | None":
-    if kind is float:
-        ok = _is_number(value) and math.isfinite(value)
-        rule = "a finite number"
-    elif kind is int:
-        ok, rule = isinstance(value, int) and not isinstance(value, bool), "an integer"
-    elif kind is bool:
-        ok, rule = isinstance(value, bool), "true or false"
-    else:
-        ok, rule = isinstance(value, str), "a string"
-    return None if ok else f"`{name}` must be {rule}, got {_show(value)}"
-
-
-def _curve_problem(name: str, value) -> "str | None":
-    if name == "layers":
-        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-        return None if ok else f"`layers` must be a list of strings, got {_show(value)}"
-    ok = isinstance(value, list) and all(v is None or _is_number(v) for v in value)
-    return None if ok else f"`{name}` must be a list of numbers or null, got {_show(value)}"
-
-
-def _trajectory_problem(value) -> "str | None":
-    if not isinstance(value, list):
-        return f"`trajectory` must be a list, got {_show(value)}"
-    for i, step in enumerate(value):
-        ok = (isinstance(step, dict) and isinstance(step.get("epoch"), int)
-              and not isinstance(step.get("epoch"), bool)
-              and _curve_problem("log_d", step.get("log_d")) is None)
-        if not ok:
-            return (f'`trajectory[{i}]` must be {{"epoch": int, "log_d": list of numbers or '
-                    f'null}}, got {_show(step)}')
-    return None
-
-
-def check_record(record) -> list:
-    """Every way ``record`` breaks the run-record schema (empty when it is fine).
-
-    The schema: every config field of ``RunConfig.flat()`` present with its
-    type (a float field a finite number, an int field an integer, ...);
-    ``key`` a string; ``status`` one of "ok", "diverged", "failed"; when
-    present, ``test_acc``, ``train_acc``, ``train_loss``, ``v``, ``c``,
-    ``c_rel``, ``fit_slope``, ``fit_r2``, ``hessian_*`` and ``wall_time`` a
-    number or null, ``epochs_run`` and ``threads`` an integer or null,
-    ``regime``, ``error``, ``stop_reason``, ``device``, ``version``,
-    ``torch_version`` and ``cpu_capability`` a string or null, ``layers``
-    a list of strings and ``log_d``, ``log_inv_d``, ``log_trace_ratio`` lists
-    of numbers or null, all of one length, and ``trajectory`` a list of
-    ``{"epoch": int, "log_d": list}``.  Other fields are free.
-
-    Returns
-    -------
-    list of str
-        One message per problem, e.g. "`test_acc` must be a number or null,
-        got 'high'".
-    """
-    if not isinstance(record, dict):
-        return [f"expected a JSON object, got {type(record).__name__}"]
-    problems = []
-    if not isinstance(record.get("key"), str):
-        problems.append(f"`key` must be a string, got {_show(record.get('key'))}")
-    if record.get("status") not in _STATUSES:
-        problems.append(f"`status` must be one of {set(_STATUSES)}, got {_show(record.get('status'))}")
-    for name, kind in _config_types().items():
-        if name not in record:
-            problems.append(f"config field `{name}` is missing")
-        else:
-            problems.append(_config_problem(name, kind, record[name]))
-    for name in _RESULT_NUMBERS:
-        value = record.get(name)
-        if value is not None and not _is_number(value):
-            problems.append(f"`{name}` must be a number or null, got {_show(value)}")
-    for name in ("epochs_run", "threads"):
-        value = record.get(name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-            problems.append(f"`{name}` must be an integer or null, got {_show(value)}")
-    for name in _RESULT_TEXTS:
-        value = record.get(name)
-        if value is not None and not isinstance(value, str):
-            problems.append(f"`{name}` must be a string or null, got {_show(value)}")
-    curves = [name for name in CURVE_FIELDS if name in record]
-    bad = [_curve_problem(name, record[name]) for name in curves]
-    problems.extend(bad)
-    if not any(bad) and len({len(record[name]) for name in curves}) > 1:
-        lengths = ", ".join(f"{name} {len(record[name])}" for name in curves)
-        problems.append(f"the load-curve lists must have one length, got {lengths}")
-    if "trajectory" in record:
-        problems.append(_trajectory_problem(record["trajectory"]))
-    return [p for p in problems if p]
 
 
 def _json_default(obj):
@@ -304,7 +190,7 @@ def read_record(path) -> dict:
     if not isinstance(record, dict):
         raise CorruptRecordError(f"expected a JSON object, got {type(record).__name__}")
     if record.get("key") != path.stem:
-        raise CorruptRecordError(f"its key {_show(record.get('key'))} does not match the file name")
+        raise CorruptRecordError(f"its key {short_repr(record.get('key'))} does not match the file name")
     problems = check_record(record)
     if problems:
         more = len(problems) - _MAX_PROBLEMS

@@ -13,6 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
+from dnn_spring.checks import range_problem, require
+
 __all__ = ["LoadShape", "load_shape", "REGIMES"]
 
 #: The three regimes of the phase diagram, in order of increasing noise.
@@ -90,8 +92,7 @@ def _curve_values(curve, logits) -> np.ndarray:
     if drop is not None and len(drop):
         n = values.size
         for i in drop:
-            if not -n <= i < n:
-                raise ValueError(f"`logits` index must be in [{-n}, {n - 1}], got {i}")
+            require(range_problem("logits", i, -n, n - 1))
         values = np.delete(values, np.asarray(drop) % n)
     return values
 

@@ -3,9 +3,11 @@
 import pytest
 import torch
 
-from dnn_spring.batched import _Ensemble, group_key, max_group_size, train_group
+from dnn_spring.batched import GroupFit, train_group
 from dnn_spring.config import RunConfig
 from dnn_spring.data import load_dataset
+from dnn_spring.grouping import group_key, max_group_size
+from dnn_spring.stacked import StackedMLP
 from dnn_spring.train import train_run
 
 
@@ -23,8 +25,9 @@ DATA = load_dataset(BASE.data, flatten=True)
 
 
 def _steps(configs, n_steps):
-    ens = _Ensemble(configs, DATA, torch.device("cpu"))
-    xe, ye = ens._epoch_data(configs[0].train.batch_size, float(DATA.x_train.std()))
+    fit = GroupFit(configs, DATA, torch.device("cpu"))
+    xe, ye = fit.epoch_data()
+    ens = fit.model
     for s in range(n_steps):
         sl = slice(s * 128, (s + 1) * 128)
         ens.step(xe[:, :, sl].contiguous(), ye[:, sl])
@@ -107,7 +110,7 @@ def test_a_member_does_not_depend_on_its_group(size, threads, batch_size):
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_member_products_do_not_depend_on_the_group(threads):
-    from dnn_spring._member_ops import member_bmm, member_sum
+    from dnn_spring.member_ops import member_bmm, member_sum
 
     gen = torch.Generator().manual_seed(0)
     old = torch.get_num_threads()
@@ -174,6 +177,8 @@ def test_train_group_checks_its_input():
         train_group([BASE, "x"])
     with pytest.raises(ValueError, match="batch_size"):
         train_run(BASE.replace(batch_size=1))
+    with pytest.raises(ValueError, match="MLP configs"):  # a CNN goes through train_run
+        train_group([BASE.replace(arch="cnn")])
 
 
 def test_last_batch_of_one_is_skipped_with_batchnorm():
@@ -189,7 +194,7 @@ def test_max_group_size_scales_with_the_model():
 
 
 def test_member_leaky_relu_gradient_matches_autograd():
-    from dnn_spring._member_ops import MemberLeakyReLU
+    from dnn_spring.member_ops import MemberLeakyReLU
 
     x = torch.randn(3, 7, 5, dtype=torch.float64)  # (N, F, B)
     x[:, 0, 0] = 0.0  # the kink: PyTorch takes the negative side
@@ -208,7 +213,7 @@ def test_losses_and_gradients_match_the_nn_module(batch):
     # Independent reference: each member exported as a plain nn.Module MLP,
     # trained mode, cross-entropy and gradients by ordinary autograd.
     members = [m.replace(dropout=0.0) for m in MEMBERS]
-    ens = _Ensemble(members, DATA, torch.device("cpu"))
+    ens = StackedMLP(members, DATA.x_train.shape[1], DATA.n_classes, torch.device("cpu"))
     models = [ens.export(i).train() for i in range(len(members))]
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(len(members), DATA.x_train.shape[1], batch, generator=gen)
@@ -229,14 +234,14 @@ def test_losses_and_gradients_match_the_nn_module(batch):
 
 
 def test_dropout_masks_keep_rate_and_scale():
-    ens = _Ensemble([BASE.replace(seed=1, dropout=0.25), BASE.replace(seed=2)], DATA,
-                    torch.device("cpu"))
-    mult = ens._dropout_masks(4096)  # (L-1, N, width, B)
+    ens = StackedMLP([BASE.replace(seed=1, dropout=0.25), BASE.replace(seed=2)],
+                     DATA.x_train.shape[1], DATA.n_classes, torch.device("cpu"))
+    mult = ens.dropout_masks(4096)  # (L-1, N, width, B)
     kept = mult[:, 0]
     assert kept.unique().tolist() == pytest.approx([0.0, 1 / 0.75])
     assert (kept > 0).float().mean().item() == pytest.approx(0.75, abs=0.005)
     assert torch.equal(mult[:, 1], torch.ones_like(mult[:, 1]))  # p = 0: untouched
-    assert not torch.equal(mult, ens._dropout_masks(4096))  # fresh masks every step
+    assert not torch.equal(mult, ens.dropout_masks(4096))  # fresh masks every step
 
 
 CKPT_GROUP = [  # an early stopper, dropout, data noise, trajectories: every kind of state
@@ -250,15 +255,15 @@ _COMPARED = ("status", "stop_reason", "epochs_run", "train_loss", "train_acc", "
 
 def _interrupt_after(monkeypatch, n_epochs):
     calls = []
-    original = _Ensemble._epoch
+    original = GroupFit.run_epoch
 
-    def epoch(self, *args):
+    def epoch(self):
         calls.append(1)
         if len(calls) > n_epochs:
             raise RuntimeError("killed")
-        return original(self, *args)
+        return original(self)
 
-    monkeypatch.setattr(_Ensemble, "_epoch", epoch)
+    monkeypatch.setattr(GroupFit, "run_epoch", epoch)
     return calls
 
 

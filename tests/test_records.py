@@ -7,9 +7,8 @@ import pandas as pd
 import pytest
 
 from dnn_spring.config import RunConfig
-from dnn_spring.records import (CorruptRecordError, check_record, collect, read_record,
-                                save_table, write_record)
-from dnn_spring.train import new_record
+from dnn_spring.records import CorruptRecordError, collect, read_record, save_table, write_record
+from dnn_spring.run_record import check_record, new_record
 
 
 def good_record(**changes):

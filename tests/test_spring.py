@@ -38,7 +38,7 @@ def test_config_defaults_are_the_spec_references():
         (FirstOrderConfig, "n_steps", 2.5, r"`n_steps` must be an integer, got 2.5"),
         (LangevinConfig, "mu_left", -0.1, r"`mu_left` must be >= 0, got -0.1"),
         (LangevinConfig, "noise", float("nan"), r"`noise` must be a real number, got nan"),
-        (LangevinConfig, "noise_mode", "both", r"Expected `noise_mode` in \{.*\}, got 'both'"),
+        (LangevinConfig, "noise_mode", "both", r"`noise_mode` must be one of \{.*\}, got 'both'"),
         (LangevinConfig, "t_max", 0.01, r"`t_max` must be at least one step"),
     ],
 )
@@ -62,9 +62,9 @@ def test_configs_are_frozen_and_replace_validates():
 
 
 def test_unknown_backend_and_method_are_rejected():
-    with pytest.raises(ValueError, match=r"Expected backend in \{.*\}, got 'jax'"):
+    with pytest.raises(ValueError, match=r"`backend` must be one of \{.*\}, got 'jax'"):
         simulate_langevin(LangevinConfig(t_max=1.0), backend="jax", seed=0)
-    with pytest.raises(ValueError, match=r"Expected method in \{.*\}, got 'rk4'"):
+    with pytest.raises(ValueError, match=r"`method` must be one of \{.*\}, got 'rk4'"):
         simulate_langevin(LangevinConfig(t_max=1.0), backend="sdeint", method="rk4", seed=0)
     assert set(BACKENDS) == {"numpy", "torch", "sdeint"}
 

@@ -1,4 +1,4 @@
-"""Spring–block phase diagram, figures, DNN-record reading and the CLI."""
+"""Spring–block phase diagram, chain figures and the CLI."""
 
 from __future__ import annotations
 
@@ -12,11 +12,9 @@ from dnn_spring.cli import main
 from dnn_spring.spring import (
     FirstOrderConfig,
     LangevinConfig,
-    load_trajectory_records,
-    pick_lazy_active,
     plot_chain,
+    plot_chain_trajectories,
     plot_spring_phase_diagram,
-    plot_spring_trajectories,
     scan_phase_diagram,
     simulate_first_order,
     trajectory_configs,
@@ -60,35 +58,8 @@ def test_phase_diagram_figure(shade):
     assert len(cells) == 6
     # top row is the highest friction, first column the highest noise
     assert cells[0].get_ylabel() == "0.03" and cells[0].get_title() == "0.02"
-    with pytest.raises(ValueError, match=r"Expected shade in \{.*\}, got 'accuracy'"):
+    with pytest.raises(ValueError, match=r"`shade` must be one of \{.*\}, got 'accuracy'"):
         plot_spring_phase_diagram(table, shade="accuracy")
-
-
-def _records():
-    def rec(c_rel, slope):
-        traj = [{"epoch": e, "log_d": list(np.linspace(2, 0, 5) * (1 - e / 20))} for e in (0, 5, 10)]
-        return {"slope": slope, "noise": 0.1, "c_rel": c_rel, "regime": "linear", "trajectory": traj}
-
-    return [rec(0.5, 1.0), rec(-0.9, 0.0), {"slope": 0.5, "c_rel": 0.0, "trajectory": []},
-            rec(0.1, 0.4)]
-
-
-def test_trajectory_records_from_json_jsonl_and_csv(tmp_path):
-    records = _records()
-    (tmp_path / "all.json").write_text(json.dumps(records))
-    (tmp_path / "all.jsonl").write_text("\n".join(json.dumps(r) for r in records))
-    found = load_trajectory_records(tmp_path / "all.json")
-    assert len(found) == 3 and load_trajectory_records(tmp_path / "all.jsonl") == found
-    import pandas as pd
-
-    frame = pd.DataFrame(records)
-    frame["trajectory"] = frame["trajectory"].map(json.dumps)
-    frame.to_csv(tmp_path / "table.csv", index=False)
-    assert len(load_trajectory_records(tmp_path / "table.csv")) == 3
-    lazy, active = pick_lazy_active(found)
-    assert (lazy["c_rel"], active["c_rel"]) == (-0.9, 0.5)
-    with pytest.raises(FileNotFoundError):
-        load_trajectory_records(tmp_path / "missing")
 
 
 def test_chain_and_trajectory_figures():
@@ -97,10 +68,9 @@ def test_chain_and_trajectory_figures():
     configs = trajectory_configs(FirstOrderConfig(n_steps=300))
     assert configs["lazy"].mu_right > configs["active"].mu_right
     lazy, active = (simulate_first_order(configs[k], seed=0) for k in ("lazy", "active"))
-    assert len(plot_spring_trajectories(lazy, active).axes) == 2
-    fig = plot_spring_trajectories(lazy, active, pick_lazy_active(
-        [r for r in _records() if r["trajectory"]]))
-    assert len([ax for ax in fig.axes if ax.get_visible()]) == 4
+    assert len(plot_chain_trajectories(lazy, active).axes) == 2
+    with pytest.raises(ValueError, match="`axes` must hold two Axes, got 1"):
+        plot_chain_trajectories(lazy, active, axes=[plot_chain(res).axes[0]])
 
 
 # ------------------------------------------------------------------------ CLI
@@ -118,19 +88,25 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["spring", "simulate", "--order", "1", "--dt", "0.1"]) == 2
     assert "--dt: not a field of --order 1" in capsys.readouterr().err
     assert main(["spring", "simulate", "--t-max", "1", "--backend", "jax", "--out", ""]) == 2
-    assert "Expected backend in" in capsys.readouterr().err
+    assert "`backend` must be one of" in capsys.readouterr().err
     assert main(["spring", "simulate", "--k", "-1", "--out", ""]) == 2
     assert "`k` must be > 0, got -1.0" in capsys.readouterr().err
+    assert main(["spring", "simulate", "--order", "1", "--backend", "torch", "--out", ""]) == 2
+    assert ("`backend` must be one of {'numpy'}, got 'torch' (the --order 1 chain has no other "
+            "backend)") in capsys.readouterr().err
+    assert main(["spring", "phase-diagram", "--friction", "0.1,high", "--out", ""]) == 2
+    assert "`--friction` must be comma-separated numbers, got '0.1,high'" in capsys.readouterr().err
+    assert main(["spring", "phase-diagram", "--asymmetry", "-1", "--out", ""]) == 2
+    assert "`asymmetry` must be >= 0, got -1.0" in capsys.readouterr().err
 
 
-def test_cli_phase_diagram_and_trajectories(tmp_path):
+def test_cli_phase_diagram_and_chain_trajectories(tmp_path):
     png, table = tmp_path / "pd.png", tmp_path / "cells.csv"
     assert main(["spring", "phase-diagram", "--t-max", "50", "--friction", "0.03,0.001",
                  "--noise", "0.02,0.001", "--n-seeds", "1", "--out", str(png),
                  "--table", str(table), "--shade", "curvature"]) == 0
     assert png.exists() and table.exists()
-    (tmp_path / "runs.json").write_text(json.dumps(_records()))
     traj = tmp_path / "traj.png"
     assert main(["spring", "trajectories", "--order", "1", "--n-steps", "200",
-                 "--results", str(tmp_path / "runs.json"), "--out", str(traj)]) == 0
+                 "--out", str(traj)]) == 0
     assert traj.exists()

@@ -1,5 +1,6 @@
 """Sweep grids, the resumable runner, records and collect (dnn_spring.grids/sweep/records)."""
 
+import functools
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ from dnn_spring.cli import main as cli_main
 from dnn_spring.config import RunConfig
 from dnn_spring.grids import SWEEPS, expand_grid, parse_value, sweep_seeds
 from dnn_spring.records import collect, load_table, read_record, save_table, write_record
+from dnn_spring.grouping import group_key
 from dnn_spring.sweep import SlurmOptions, pending_configs, plan_chunks, run_chunk, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,12 +54,9 @@ def failing_group(configs, *, device="cpu", progress=False, **checkpointing):
     raise MemoryError("group too large")
 
 
-def fake_key(config):
-    return (config.model.slope,)
-
-
-def fake_max(config, *, device="cpu"):
-    return 2
+def unit(train_fn=fake_ok, group_fn=fake_group):
+    """The sweep's unit of work with fake trainers (picklable for the pool)."""
+    return functools.partial(run_chunk, train_fn=train_fn, group_fn=group_fn)
 
 
 def tiny_grid(n_seeds=1):
@@ -102,7 +101,7 @@ def test_quick_preset_is_small_and_offline():
     for name in SWEEPS:
         configs = expand_grid(name, "quick")
         assert len(configs) <= 32
-        assert all(c.data.dataset == "digits" for c in configs)
+        assert all(c.data.dataset == "mnist5k" for c in configs)
 
 
 def test_seeds_come_from_seed_sequence_and_are_shared_by_cells():
@@ -158,7 +157,7 @@ def test_record_roundtrip_is_atomic(tmp_path):
 def test_corrupt_record_is_reported_skipped_and_rerun(tmp_path, caplog):
     configs = tiny_grid()[:3]
     run_sweep(configs, tmp_path, executor="debug", batch=False, progress=False,
-              train_fn=fake_ok)
+              chunk_fn=unit(fake_ok))
     truncated = tmp_path / f"{configs[0].key()}.json"
     truncated.write_text(truncated.read_text()[:40])
     wrong_key = tmp_path / f"{configs[1].key()}.json"
@@ -171,7 +170,7 @@ def test_corrupt_record_is_reported_skipped_and_rerun(tmp_path, caplog):
     assert any(str(wrong_key) in m for m in messages)
     assert [c.key() for c in pending_configs(configs, tmp_path)] == [c.key() for c in configs[:2]]
     summary = run_sweep(configs, tmp_path, executor="debug", batch=False, progress=False,
-                        train_fn=fake_ok)
+                        chunk_fn=unit(fake_ok))
     assert summary["skipped"] == 1 and summary["ran"] == 2
     assert len(collect(tmp_path)) == 3
 
@@ -179,7 +178,7 @@ def test_corrupt_record_is_reported_skipped_and_rerun(tmp_path, caplog):
 def test_collect_tables_keep_lists(tmp_path):
     configs = tiny_grid()[:2]
     run_sweep(configs, tmp_path / "res", executor="debug", batch=False, progress=False,
-              train_fn=fake_ok)
+              chunk_fn=unit(fake_ok))
     table = collect(tmp_path / "res")
     assert len(table) == 2 and {"key", "status", "slope", "noise", "log_d"} <= set(table.columns)
     for suffix in (".parquet", ".csv"):
@@ -196,34 +195,39 @@ def test_collect_tables_keep_lists(tmp_path):
 def test_runner_records_failures_and_skips_finished(tmp_path):
     configs = tiny_grid()
     summary = run_sweep(configs, tmp_path, executor="debug", batch=False, progress=False,
-                        train_fn=fake_train)
+                        chunk_fn=unit(fake_train))
     assert summary["ran"] == 9 and summary["failed"] == 3 and summary["ok"] == 6
     table = collect(tmp_path)
     failed = table[table["status"] == "failed"]
     assert (failed["noise"] == 0.3).all()
     assert failed["error"].str.contains("RuntimeError: boom at noise 0.3").all()
     again = run_sweep(configs, tmp_path, executor="debug", batch=False, progress=False,
-                      train_fn=fake_train)
+                      chunk_fn=unit(fake_train))
     assert again["skipped"] == 6 and again["ran"] == 3  # failed runs are retried
     kept = run_sweep(configs, tmp_path, executor="debug", batch=False, progress=False,
-                     train_fn=fake_train, retry_failed=False)
+                     chunk_fn=unit(fake_train), retry_failed=False)
     assert kept["ran"] == 0 and kept["skipped"] == 9
 
 
 def test_plan_chunks_respects_group_key_and_size():
-    configs = tiny_grid(n_seeds=2)  # 3 slopes × 3 noise × 2 seeds
-    chunks = plan_chunks(configs, group_key_fn=fake_key, max_size_fn=fake_max, workers=1)
-    assert sum(len(c) for c in chunks) == 18
-    assert all(len(c) <= 2 and len({fake_key(x) for x in c}) == 1 for c in chunks)
-    big = plan_chunks(configs, group_key_fn=fake_key, max_size_fn=lambda c, device: 100, workers=4)
-    assert len(big) >= 4 and max(len(c) for c in big) - min(len(c) for c in big) <= 1
-    assert len(plan_chunks(configs, batch=False)) == 18
+    # two groups: 3 slopes × 3 noise × 2 seeds at width 8, and 9 configs at width 16
+    configs = tiny_grid(n_seeds=2) + [c.replace(width=16) for c in tiny_grid()]
+    chunks = plan_chunks(configs, max_size=2, workers=1)
+    assert sorted(c.key() for chunk in chunks for c in chunk) == sorted(c.key() for c in configs)
+    assert all(len(c) <= 2 and len({group_key(x) for x in c}) == 1 for c in chunks)
+    big = plan_chunks(configs, max_size=100, workers=4)
+    assert len(big) >= 4
+    for width in (8, 16):  # chunks of one group differ in size by one at most
+        sizes = [len(c) for c in big if c[0].model.width == width]
+        assert max(sizes) - min(sizes) <= 1
+    assert len(plan_chunks(configs, batch=False)) == 27
+    assert len(plan_chunks(configs, workers=1)) == 2  # real group sizes: one chunk per group
 
 
 def test_failed_group_is_retried_one_by_one(tmp_path):
     configs = tiny_grid()[:4]
     statuses = run_chunk(configs, tmp_path, batch=True, group_fn=failing_group,
-                         train_fn=fake_train)
+                         chunk_fn=unit(fake_train))
     assert [s for _, s in statuses] == ["ok", "failed", "ok", "ok"]  # noise 0.3 fails alone
     sizes = []
     statuses = run_chunk(configs, tmp_path / "b", batch=True, train_fn=fake_train,
@@ -235,12 +239,11 @@ def test_failed_group_is_retried_one_by_one(tmp_path):
 def test_process_pool_and_submitit_executors(tmp_path):
     configs = tiny_grid()
     summary = run_sweep(configs, tmp_path / "pool", executor="local", workers=2, batch=True,
-                        progress=False, train_fn=fake_train, group_fn=fake_group,
-                        group_key_fn=fake_key, max_size_fn=fake_max)
+                        progress=False, chunk_fn=unit(fake_train, fake_group))
     assert summary["ran"] == 9 and summary["ok"] == 9 and summary["lost"] == 0
     assert len(list((tmp_path / "pool").glob("*.json"))) == 9
     summary = run_sweep(configs[:3], tmp_path / "sub", executor="slurm", batch=False,
-                        progress=False, train_fn=fake_ok, slurm=SlurmOptions(cluster="debug"))
+                        progress=False, chunk_fn=unit(fake_ok), slurm=SlurmOptions(cluster="debug"))
     assert summary["ok"] == 3
     with pytest.raises(ValueError, match="`executor` must be one of"):
         run_sweep(configs, tmp_path, executor="cloud")
@@ -248,8 +251,9 @@ def test_process_pool_and_submitit_executors(tmp_path):
 
 _KILL_SCRIPT = """
 import os, sys, time
+from functools import partial
 from dnn_spring.grids import expand_grid
-from dnn_spring.sweep import run_sweep
+from dnn_spring.sweep import run_chunk, run_sweep
 
 LOG = sys.argv[1]
 GRID = {"depth": 3, "noise": [0.0, 0.3, 0.6], "slope": [0.0, 0.5, 1.0]}
@@ -263,7 +267,7 @@ def slow_train(config, *, device="cpu", progress=False):
 if __name__ == "__main__":
     configs = expand_grid("ns_nl", "quick", GRID, n_seeds=2)
     run_sweep(configs, sys.argv[2], executor=sys.argv[4], workers=int(sys.argv[5]),
-              batch=False, progress=False, train_fn=slow_train)
+              batch=False, progress=False, chunk_fn=partial(run_chunk, train_fn=slow_train))
 """
 
 
@@ -318,7 +322,7 @@ def test_cli_dry_run_and_collect(tmp_path, capsys):
     configs = [RunConfig.from_flat({k: v for k, v in x.items() if k not in ("key", "done")})
                for x in lines]
     run_sweep(configs[:2], out, executor="debug", batch=False, progress=False,
-              train_fn=fake_train)
+              chunk_fn=unit(fake_train))
     assert cli_main(["collect", str(out), "--out", str(tmp_path / "t.csv")]) == 0
     assert len(pd.read_csv(tmp_path / "t.csv")) == 2
     assert cli_main(["sweep", "ns_nl", "--dry-run", "--set", "bogus"]) == 2
@@ -372,7 +376,7 @@ def test_rerun_goes_on_from_a_killed_groups_checkpoint(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- bad records, write errors
 def test_bad_record_is_named_moved_aside_and_rerun(tmp_path, caplog):
     configs = tiny_grid()[:3]
-    run_sweep(configs, tmp_path, executor="debug", batch=False, progress=False, train_fn=fake_ok)
+    run_sweep(configs, tmp_path, executor="debug", batch=False, progress=False, chunk_fn=unit(fake_ok))
     bad = tmp_path / f"{configs[0].key()}.json"
     bad.write_text(json.dumps({**fake_record(configs[0]), "test_acc": "high"}))
     assert pending_configs(configs, tmp_path) == configs[:1]  # as --dry-run: nothing moved
@@ -381,7 +385,7 @@ def test_bad_record_is_named_moved_aside_and_rerun(tmp_path, caplog):
     calls = []
     with caplog.at_level("WARNING", logger="dnn_spring"):
         summary = run_sweep(configs, tmp_path, executor="debug", batch=False, progress=False,
-                            train_fn=lambda c, **kw: calls.append(c.key()) or fake_ok(c))
+                            chunk_fn=unit(lambda c, **kw: calls.append(c.key()) or fake_ok(c)))
     assert calls == [configs[0].key()] and summary["skipped"] == 2 and summary["ok"] == 1
     moved = tmp_path / ".bad" / bad.name
     assert json.loads(moved.read_text())["test_acc"] == "high"
@@ -428,7 +432,7 @@ def test_disk_full_keeps_the_result_and_stops_the_sweep(full_disk):
     calls = []
     with pytest.raises(RecordWriteError) as info:
         run_sweep(configs, out, executor="debug", batch=False, progress=False,
-                  train_fn=lambda c, **kw: calls.append(c.key()) or big_record(c))
+                  chunk_fn=unit(lambda c, **kw: calls.append(c.key()) or big_record(c)))
     written = sorted(p.stem for p in out.glob("*.json"))
     assert 1 <= len(written) and len(calls) == len(written) + 1 < len(configs)  # stopped at once
     assert not list(out.glob(".*.tmp"))
@@ -459,7 +463,7 @@ def test_disk_full_in_a_batched_group_writes_the_records_that_fit(full_disk):
 
 def test_cli_sweep_on_a_full_disk_is_one_line_and_exit_1(full_disk, monkeypatch, capsys):
     out, fallback = full_disk
-    monkeypatch.setattr("dnn_spring.train.train_run", big_record)
+    monkeypatch.setattr("dnn_spring.chunk.train_run", big_record)
     status = cli_main(["sweep", "ns_nl", "--preset", "quick", "--out", str(out), "--no-batch",
                        "--executor", "debug", "--no-progress", "--seeds", "1"])
     err = capsys.readouterr().err
@@ -473,7 +477,7 @@ def test_cli_sweep_on_a_full_disk_is_one_line_and_exit_1(full_disk, monkeypatch,
 def test_collect_table_on_a_full_disk_keeps_the_old_table(full_disk, tmp_path, capsys):
     out, _ = full_disk
     results = tmp_path / "res"
-    run_sweep(tiny_grid(), results, executor="debug", batch=False, progress=False, train_fn=fake_ok)
+    run_sweep(tiny_grid(), results, executor="debug", batch=False, progress=False, chunk_fn=unit(fake_ok))
     table = out / "t.csv"
     save_table(collect(results).iloc[:1], table)
     before = table.read_bytes()
@@ -498,7 +502,7 @@ def test_record_write_error_survives_pickling():
 
 # ---------------------------------------------------------------- stale checkpoints, CLI checks
 def test_stale_checkpoints_are_removed_at_the_start(tmp_path, caplog):
-    from dnn_spring.sweep import _planned_checkpoints, checkpoint_path
+    from dnn_spring.sweep import checkpoint_path, planned_checkpoints
 
     configs = tiny_grid()
     folder = tmp_path / ".checkpoints"
@@ -507,7 +511,7 @@ def test_stale_checkpoints_are_removed_at_the_start(tmp_path, caplog):
     stale.write_bytes(b"old grid")
     other = folder / "notes.txt"
     other.write_text("not a checkpoint")
-    chunks = plan_chunks(configs, group_key_fn=fake_key, max_size_fn=fake_max)
+    chunks = plan_chunks(configs)
     planned = checkpoint_path(chunks[0], tmp_path)
     planned.write_bytes(b"state of a killed group")
     seen = []
@@ -517,14 +521,14 @@ def test_stale_checkpoints_are_removed_at_the_start(tmp_path, caplog):
         return fake_group(cs)
 
     with caplog.at_level("INFO", logger="dnn_spring.sweep"):
-        run_sweep(configs, tmp_path, executor="debug", progress=False, group_fn=group,
-                  group_key_fn=fake_key, max_size_fn=fake_max)
+        run_sweep(configs, tmp_path, executor="debug", progress=False,
+                  chunk_fn=unit(fake_ok, group))
     assert seen[0] == (False, True) and other.exists()
     assert [r.getMessage() for r in caplog.records] == [
         f"removed 1 stale checkpoint from {folder} (their groups are not in this sweep)"]
     # Slurm jobs size their groups on their own device: every split of a chunk is planned.
     four = configs[:4]
-    names = _planned_checkpoints([four], tmp_path, "cpu", None)
+    names = planned_checkpoints([four], tmp_path, "cpu", sized_here=False)
     assert {checkpoint_path(g, tmp_path).name for g in (four, four[:2], four[2:], four[:3])} <= names
 
 
@@ -573,14 +577,15 @@ def test_quick_sweep_gives_the_same_records_however_it_is_run(tmp_path):
     assert len(keys) == 32
     # (a) all at once
     groups_a, groups_b = set(), set()
-    run_sweep(configs, tmp_path / "a", threads=1, progress=False, group_fn=_spy_groups(groups_a))
+    run_sweep(configs, tmp_path / "a", threads=1, progress=False,
+              chunk_fn=functools.partial(run_chunk, group_fn=_spy_groups(groups_a)))
     # (b) the ReLU column first (`--set slope=0`), then the whole grid in the same folder
     relu = expand_grid("ns_nl", "quick", {**_QUICK, "slope": 0}, n_seeds=2)
     assert len(relu) == 8 and {c.model.slope for c in relu} == {0.0}
     first = run_sweep(relu, tmp_path / "b", threads=1, progress=False,
-                      group_fn=_spy_groups(groups_b))
+                      chunk_fn=functools.partial(run_chunk, group_fn=_spy_groups(groups_b)))
     second = run_sweep(configs, tmp_path / "b", threads=1, progress=False,
-                       group_fn=_spy_groups(groups_b))
+                       chunk_fn=functools.partial(run_chunk, group_fn=_spy_groups(groups_b)))
     assert first["ok"] == 8 and second["skipped"] == 8 and second["ok"] == 24
     assert groups_a != groups_b and all(len(g) > 1 for g in groups_a | groups_b)  # batched
     # (c) the CLI, SIGKILLed once some records (not all) are written, then run again
@@ -653,11 +658,11 @@ def report_threads(config, *, device="cpu", progress=False):
 def test_threads_reach_the_workers_and_follow_omp_num_threads(tmp_path, monkeypatch):
     configs = tiny_grid()[:4]
     run_sweep(configs, tmp_path / "pool", workers=2, threads=3, batch=False, progress=False,
-              train_fn=report_threads)
+              chunk_fn=unit(report_threads))
     assert {read_record(p)["threads"] for p in (tmp_path / "pool").glob("*.json")} == {3}
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     run_sweep(configs, tmp_path / "env", executor="debug", batch=False, progress=False,
-              train_fn=report_threads)
+              chunk_fn=unit(report_threads))
     assert {read_record(p)["threads"] for p in (tmp_path / "env").glob("*.json")} == {2}
 
 
@@ -678,11 +683,11 @@ def test_diverged_records_are_not_rerun(tmp_path):
 
     calls = []
     summary = run_sweep(configs, tmp_path, executor="debug", batch=False, progress=False,
-                        train_fn=train)
+                        chunk_fn=unit(train))
     assert summary["diverged"] == 3 and summary["ok"] == 6 and len(calls) == 9
     assert pending_configs(configs, tmp_path) == []
     calls.clear()
     again = run_sweep(configs, tmp_path, executor="debug", batch=False, progress=False,
-                      train_fn=train)
+                      chunk_fn=unit(train))
     assert calls == [] and again["skipped"] == 9 and again["ran"] == 0
     assert collect(tmp_path)["status"].value_counts().to_dict() == {"ok": 6, "diverged": 3}

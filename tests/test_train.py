@@ -8,7 +8,8 @@ import torch
 
 from dnn_spring.config import RunConfig
 from dnn_spring.optim import BatchedOptimizer
-from dnn_spring.train import add_data_noise, resolve_device, train_run
+from dnn_spring.rules import add_data_noise, resolve_device
+from dnn_spring.train import train_run
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -138,14 +139,15 @@ def test_langevin_runs_are_ok(opt):
     assert rec["status"] == "ok"
 
 
-def test_unexpected_error_gives_failed_record(monkeypatch):
-    import dnn_spring.data
-
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_unexpected_error_gives_failed_record(monkeypatch, arch):
     def boom(*args, **kwargs):
         raise RuntimeError("disk on fire\nsecond line")
 
-    monkeypatch.setattr(dnn_spring.data, "load_dataset", boom)
-    rec = train_run(TINY)
+    # each trainer loads its data: the batched MLP trainer and the CNN loop
+    monkeypatch.setattr("dnn_spring.batched.load_dataset", boom)
+    monkeypatch.setattr("dnn_spring.train.load_dataset", boom)
+    rec = train_run(TINY.replace(arch=arch))
     assert rec["status"] == "failed" and rec["error"] == "RuntimeError: disk on fire"
 
 
@@ -194,7 +196,7 @@ def test_phase_diagram_corners_on_digits():
 
 
 def test_large_sgd_step_diverges_and_is_never_ok():
-    from dnn_spring.train import DIVERGENCE_FACTOR, DIVERGENCE_PATIENCE
+    from dnn_spring.rules import DIVERGENCE_FACTOR, DIVERGENCE_PATIENCE
 
     cfg = RunConfig().replace(optimizer="sgd", lr=50, epochs=20, depth=4, width=32)
     rec = train_run(cfg)
@@ -211,18 +213,18 @@ def _poison_after_first_epoch(monkeypatch, arch):
     if arch == "mlp":
         from dnn_spring import batched
 
-        original = batched._Ensemble._epoch
+        original = batched.GroupFit.run_epoch
 
-        def epoch(self, *args):
-            means = original(self, *args)
-            self.weights.flat[0, 0] = float("nan")
+        def epoch(self):
+            means = original(self)
+            self.model.weights.flat[0, 0] = float("nan")
             return means
 
-        monkeypatch.setattr(batched._Ensemble, "_epoch", epoch)
+        monkeypatch.setattr(batched.GroupFit, "run_epoch", epoch)
     else:
         import dnn_spring.train as train_module
 
-        original = train_module._cnn_epoch
+        original = train_module.cnn_epoch
 
         def epoch(model, opt, params, *args):
             mean = original(model, opt, params, *args)
@@ -230,7 +232,7 @@ def _poison_after_first_epoch(monkeypatch, arch):
                 params[0].view(-1)[0] = float("nan")
             return mean
 
-        monkeypatch.setattr(train_module, "_cnn_epoch", epoch)
+        monkeypatch.setattr(train_module, "cnn_epoch", epoch)
 
 
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
@@ -253,7 +255,7 @@ def test_nan_loss_is_diverged_not_failed():
 
 def test_stop_reason_covers_every_branch():
     from dnn_spring.config import TrainConfig
-    from dnn_spring.train import DIVERGENCE_FACTOR, DIVERGENCE_PATIENCE, stop_reason
+    from dnn_spring.rules import DIVERGENCE_FACTOR, DIVERGENCE_PATIENCE, stop_reason
 
     assert (DIVERGENCE_FACTOR, DIVERGENCE_PATIENCE) == (10.0, 3)
     t = TrainConfig(stop_loss=1e-3, stop_delta=1e-6)

@@ -20,6 +20,8 @@ import json
 import sys
 from pathlib import Path
 
+from dnn_spring.checks import choice_problem
+
 __all__ = ["add_parser"]
 
 _AXIS_FIELDS = ("mu_right", "mu_left", "noise")
@@ -86,8 +88,9 @@ def _simulate(config, args, **kw):
     from dnn_spring.spring import simulate_first_order, simulate_langevin
 
     if config.order == 1:
-        if args.backend not in ("numpy",):
-            raise ValueError(f"Expected backend in {{'numpy'}} for --order 1, got {args.backend!r}")
+        problem = choice_problem("backend", args.backend, ("numpy",))
+        if problem:
+            raise ValueError(f"{problem} (the --order 1 chain has no other backend)")
         return simulate_first_order(config, seed=args.seed, **kw)
     return simulate_langevin(config, backend=args.backend, seed=args.seed,
                              method=getattr(args, "method", "itoint"), device=args.device, **kw)
@@ -113,11 +116,11 @@ def _cmd_simulate(args) -> int:
     return 0
 
 
-def _floats(text: str) -> list:
+def _floats(flag: str, text: str) -> list:
     try:
         return [float(x) for x in text.split(",") if x.strip()]
     except ValueError as exc:
-        raise ValueError(f"expected comma-separated numbers, got {text!r}") from exc
+        raise ValueError(f"`{flag}` must be comma-separated numbers, got {text!r}") from exc
 
 
 def _cmd_phase(args) -> int:
@@ -126,8 +129,8 @@ def _cmd_phase(args) -> int:
     base = _build_config(args, skip=_AXIS_FIELDS)
     table = scan_phase_diagram(
         base,
-        friction=None if args.friction is None else _floats(args.friction),
-        noise=None if args.noise is None else _floats(args.noise),
+        friction=None if args.friction is None else _floats("--friction", args.friction),
+        noise=None if args.noise is None else _floats("--noise", args.noise),
         asymmetry=args.asymmetry, n_seeds=args.n_seeds, seed=args.seed,
         backend=args.backend, device=args.device)
     if args.table:
@@ -146,12 +149,8 @@ def _cmd_phase(args) -> int:
 
 
 def _cmd_trajectories(args) -> int:
-    from dnn_spring.spring import (
-        load_trajectory_records,
-        pick_lazy_active,
-        plot_spring_trajectories,
-        trajectory_configs,
-    )
+    from dnn_spring.compare import load_trajectory_records, pick_lazy_active, plot_spring_trajectories
+    from dnn_spring.spring import trajectory_configs
 
     base = _build_config(args, skip=_AXIS_FIELDS)
     configs = trajectory_configs(base)

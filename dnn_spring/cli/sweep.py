@@ -26,7 +26,7 @@ def _add_sweep(subparsers) -> None:
         "results folder; one JSON record per run. Rerun to resume after a kill.")
     p.add_argument("sweep", choices=sorted(SWEEPS), help="which sweep of the paper's phase diagrams")
     p.add_argument("--preset", choices=PRESETS, default="paper",
-                   help="paper: the paper's grid, seeds and epochs; quick: coarse grid on digits")
+                   help="paper: the paper's grid, seeds and epochs; quick: coarse grid on the embedded MNIST (mnist5k)")
     p.add_argument("--dataset", help="override the data set of every run")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--out", help="results folder (default results/<sweep>, "

@@ -27,7 +27,7 @@ _VALUE_FLAGS = (
     ("--init-scale", "init_scale", float, "multiply every initial weight by this (> 0)"),
     ("--channels", "channels", int, "CNN channels per convolution"),
     ("--dataset", "dataset", str,
-     "digits (embedded, offline), mnist, fashionmnist, cifar10, gaussian or random"),
+     "mnist5k or digits (embedded, offline), mnist, fashionmnist, cifar10, gaussian or random"),
     ("--n-train", "n_train", int, "training samples (0: the data set's default)"),
     ("--data-root", "data_root", str, "folder of torchvision data sets"),
     ("--image-size", "image_size", int, "resize torchvision images to this many pixels a side"),

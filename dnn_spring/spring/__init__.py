@@ -7,6 +7,9 @@
   :data:`BACKENDS` (``"numpy"``, ``"torch"``, ``"sdeint"``).
 * :func:`scan_phase_diagram` and the plots in :mod:`dnn_spring.spring.plots`.
 
+The package knows nothing of networks: it imports no training, data or
+run-record module.  Chains beside networks are :mod:`dnn_spring.compare`.
+
 The chain's load curve is ``y − x_ℓ`` for ``ℓ = 0..L`` (wall first, the last
 spring to the pulled end left out, like a network's logits); its loads are
 the extensions ``x_ℓ − x_{ℓ−1}``.
@@ -37,11 +40,10 @@ from dnn_spring.spring.phase import (
 from dnn_spring.spring.plots import (
     SHADES,
     plot_chain,
+    plot_chain_trajectories,
     plot_load_curves,
     plot_spring_phase_diagram,
-    plot_spring_trajectories,
 )
-from dnn_spring.spring.dnn_records import load_trajectory_records, pick_lazy_active
 from dnn_spring.spring.result import ChainBatchResult, ChainResult, chain_curve, evenness
 
 __all__ = [
@@ -71,7 +73,5 @@ __all__ = [
     "plot_chain",
     "plot_load_curves",
     "plot_spring_phase_diagram",
-    "plot_spring_trajectories",
-    "load_trajectory_records",
-    "pick_lazy_active",
+    "plot_chain_trajectories",
 ]

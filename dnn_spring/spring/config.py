@@ -12,6 +12,8 @@ import math
 import numbers
 from dataclasses import dataclass
 
+from dnn_spring.checks import choice_problem, raise_all, range_problem
+
 __all__ = [
     "FirstOrderConfig",
     "LangevinConfig",
@@ -23,28 +25,17 @@ __all__ = [
 NOISE_MODES = ("shared", "per_block")
 
 
-def _check_choice(name: str, value, choices) -> str | None:
-    if value not in choices:
-        return f"Expected `{name}` in {set(choices)}, got {value!r}"
-    return None
-
-
 def _check_number(name: str, value, *, lo=None, lo_open=False, integer=False) -> str | None:
     kind = "an integer" if integer else "a real number"
     ok_type = isinstance(value, numbers.Integral if integer else numbers.Real)
     if isinstance(value, bool) or not ok_type or not math.isfinite(value):
         return f"`{name}` must be {kind}, got {value!r}"
-    if lo is not None and (value <= lo if lo_open else value < lo):
-        rule = f"> {lo}" if lo_open else f">= {lo}"
-        return f"`{name}` must be {rule}, got {value!r}"
-    return None
+    return range_problem(name, value, lo, lo_open=lo_open)
 
 
 def _validate(config, rules) -> None:
     # One error lists every invalid field at once (submitit style).
-    errors = [msg for msg in (rule(config) for rule in rules) if msg]
-    if errors:
-        raise ValueError("; ".join(errors))
+    raise_all(rule(config) for rule in rules)
 
 
 def _common_rules():
@@ -55,7 +46,7 @@ def _common_rules():
         lambda c: _check_number("noise", c.noise, lo=0),
         lambda c: _check_number("mu_right", c.mu_right, lo=0),
         lambda c: _check_number("mu_left", c.mu_left, lo=0),
-        lambda c: _check_choice("noise_mode", c.noise_mode, NOISE_MODES),
+        lambda c: choice_problem("noise_mode", c.noise_mode, NOISE_MODES),
     ]
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dnn_spring.checks import check_choice
 from dnn_spring.spring._batch import check_batch, check_memory, column, record_steps, stretch
 from dnn_spring.spring.config import LangevinConfig
 from dnn_spring.spring.noise import GaussianIncrements, resolve_generators, torch_seed
@@ -39,11 +40,13 @@ BACKENDS = ("numpy", "torch", "sdeint")
 #: sdeint routines usable by the ``"sdeint"`` backend.
 SDEINT_METHODS = ("itoint", "itoEuler")
 
-_PARAMS = ("k", "mass", "gamma", "y", "mu_right", "mu_left", "noise", "decay")
+_DRIFT_PARAMS = ("k", "mass", "gamma", "y", "mu_right", "mu_left")
+_NOISE_PARAMS = ("noise", "decay")
+_PARAMS = _DRIFT_PARAMS + _NOISE_PARAMS
 _SAME = ("n_blocks", "dt", "t_max", "noise_mode")
 
 
-def langevin_drift(x, v, *, k, mass, gamma, y, mu_right, mu_left, **_unused):
+def langevin_drift(x, v, *, k, mass, gamma, y, mu_right, mu_left):
     """Acceleration ``(k/m) Δ + f(v) − (γ/m) v`` of every block.
 
     Parameters
@@ -60,7 +63,7 @@ def langevin_drift(x, v, *, k, mass, gamma, y, mu_right, mu_left, **_unused):
     return (k / mass) * stretch(x, y) + friction - (gamma / mass) * v
 
 
-def noise_amplitude(t, *, noise, decay, **_unused):
+def noise_amplitude(t, *, noise, decay):
     """Diffusion amplitude ``ε e^{−λ t}`` at time ``t``, shape like ``noise``."""
     arg = -decay * t
     return noise * (arg.exp() if hasattr(arg, "exp") else np.exp(arg))
@@ -86,8 +89,8 @@ def euler_maruyama_step(x, v, t, dw, h, params):
     -------
     (x, v) after the step.
     """
-    a = langevin_drift(x, v, **params)
-    sigma = noise_amplitude(t, **params)
+    a = langevin_drift(x, v, **{name: params[name] for name in _DRIFT_PARAMS})
+    sigma = noise_amplitude(t, noise=params["noise"], decay=params["decay"])
     return x + v * h, v + a * h + sigma * dw
 
 
@@ -147,19 +150,20 @@ def _run_sdeint(config, generator, steps, method):
 
     tspan, _ = _time_grid(config)
     n_blocks = config.n_blocks
-    params = {name: np.array([[float(getattr(config, name))]]) for name in _PARAMS}
+    drift = {name: np.array([[float(getattr(config, name))]]) for name in _DRIFT_PARAMS}
+    noise, decay = (np.array([[float(getattr(config, name))]]) for name in _NOISE_PARAMS)
     width = 1 if config.noise_mode == "shared" else n_blocks
     rows = np.zeros((2 * n_blocks, width))
 
     def f(state, t):
         x, v = state[None, :n_blocks], state[None, n_blocks:]
-        return np.concatenate([v[0], langevin_drift(x, v, **params)[0]])
+        return np.concatenate([v[0], langevin_drift(x, v, **drift)[0]])
 
     def g(state, t):
         diffusion = rows.copy()
         # shared: one column of ones (ε·1·1ᵀ with one increment); per block: diagonal
         diffusion[n_blocks:] = np.eye(n_blocks)[:, :width] if width > 1 else 1.0
-        return diffusion * noise_amplitude(t, **params)[0, 0]
+        return diffusion * noise_amplitude(t, noise=noise, decay=decay)[0, 0]
 
     solver = getattr(sdeint, method)
     path = solver(f, g, np.zeros(2 * n_blocks), tspan, generator=generator)
@@ -202,10 +206,8 @@ def simulate_langevin_batch(configs, *, backend="numpy", seed=None, record_every
         1e-7 over ``t_max`` 700 is 7·10⁹ steps): the message gives the size
         and what to change.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"Expected backend in {set(BACKENDS)}, got {backend!r}")
-    if method not in SDEINT_METHODS:
-        raise ValueError(f"Expected method in {set(SDEINT_METHODS)}, got {method!r}")
+    check_choice("backend", backend, BACKENDS)
+    check_choice("method", method, SDEINT_METHODS)
     configs = check_batch(configs, LangevinConfig, _SAME)
     first = configs[0]
     n, n_steps = len(configs), first.n_steps

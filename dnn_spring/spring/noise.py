@@ -16,6 +16,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from dnn_spring.checks import check_range
+
 __all__ = ["GaussianIncrements", "resolve_generators", "torch_seed"]
 
 _CHUNK = 2048  # steps drawn at once: bounded memory, few generator calls
@@ -49,8 +51,7 @@ def resolve_generators(seed, n: int) -> tuple[list, list]:
         return gens, [None] * n
     if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
         seed = int(seed)
-        if seed < 0:
-            raise ValueError(f"`seed` must be >= 0, got {seed}")
+        check_range("seed", seed, 0)
         if n == 1:
             return [np.random.default_rng(seed)], [seed]
         children = np.random.SeedSequence(seed).spawn(n)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dnn_spring.checks import check_range
 from dnn_spring.shape import load_shape
 from dnn_spring.spring.config import FirstOrderConfig, LangevinConfig
 from dnn_spring.spring.first_order import simulate_first_order_batch
@@ -121,8 +122,7 @@ def scan_phase_diagram(base=None, *, friction=None, noise=None, asymmetry=None, 
     friction = _axis("friction", defaults["friction"] if friction is None else friction)
     noise = _axis("noise", defaults["noise"] if noise is None else noise)
     delta = float(defaults["asymmetry"] if asymmetry is None else asymmetry)
-    if not np.isfinite(delta) or delta < 0:
-        raise ValueError(f"`asymmetry` must be >= 0, got {asymmetry!r}")
+    check_range("asymmetry", delta, 0)
     if isinstance(n_seeds, bool) or not isinstance(n_seeds, (int, np.integer)) or n_seeds < 1:
         raise ValueError(f"`n_seeds` must be an integer >= 1, got {n_seeds!r}")
     configs = [base.replace(mu_right=float(mu), mu_left=float(mu + delta), noise=float(eps))

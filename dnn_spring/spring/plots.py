@@ -1,5 +1,8 @@
 """Figures of spring–block chains: one chain, the phase diagram, trajectories.
 
+Only chains are drawn here; the figure that sets chains beside a network's
+log D over epochs is :func:`dnn_spring.compare.plot_spring_trajectories`.
+
 Every function returns a :class:`matplotlib.figure.Figure` drawn inside
 :func:`dnn_spring._style.figure_style`; none calls ``plt.show()``.
 """
@@ -9,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from dnn_spring._style import CURVE_COLOR, REGIME_COLORS, figure_style
+from dnn_spring.checks import check_choice
 
-__all__ = ["plot_chain", "plot_load_curves", "plot_spring_phase_diagram", "plot_spring_trajectories",
+__all__ = ["plot_chain", "plot_load_curves", "plot_spring_phase_diagram", "plot_chain_trajectories",
            "SHADES"]
 
 #: What the phase-diagram background shows.
@@ -121,8 +125,7 @@ def plot_spring_phase_diagram(table, *, shade="evenness", title=None):
     import matplotlib.pyplot as plt
     from matplotlib.cm import ScalarMappable
 
-    if shade not in SHADES:
-        raise ValueError(f"Expected shade in {set(SHADES)}, got {shade!r}")
+    check_choice("shade", shade, SHADES)
     frictions = sorted(table["mu_right"].unique(), reverse=True)
     noises = sorted(table["noise"].unique(), reverse=True)
     values, cmap, norm, label = _shade_mapping(table, shade)
@@ -154,59 +157,42 @@ def plot_spring_phase_diagram(table, *, shade="evenness", title=None):
     return fig
 
 
-def _draw_dnn(ax, record, title):
-    traj = record["trajectory"]
-    epochs = np.array([p["epoch"] for p in traj], dtype=float)
-    log_d = np.array([p["log_d"] for p in traj], dtype=float)  # (n_epochs, n_points)
-    # run records list the logits point last (SPEC §3); draw it apart
-    n_hidden = log_d.shape[1] - 1
-    colors = _depth_colors(n_hidden)
-    for ell in range(n_hidden):
-        ax.plot(epochs, log_d[:, ell], color=colors[ell], lw=1.0, label=f"layer {ell}")
-    ax.plot(epochs, log_d[:, -1], "--", color="0.6", lw=0.8, label="logits")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("log D_ℓ")
-    ax.set_title(title)
-
-
-def plot_spring_trajectories(lazy, active, dnn_records=None):
-    """Block distance to target over time, lazy vs active, beside a DNN's log D.
+def plot_chain_trajectories(lazy, active, *, axes=None):
+    """Every block's distance to the target over time, a lazy chain beside an active one.
 
     Parameters
     ----------
     lazy, active : ChainResult
         A high-friction/low-noise chain and a noisy one.
-    dnn_records : sequence of dict, optional
-        Up to two run records (lazy first) with a non-empty ``trajectory``
-        list of ``{"epoch": e, "log_d": [...]}``; drawn as a second row.
+    axes : sequence of two matplotlib Axes, optional
+        Where to draw them (a row of a larger figure, as
+        :func:`dnn_spring.compare.plot_spring_trajectories` does); default a
+        new figure.
 
     Returns
     -------
     matplotlib.figure.Figure
+        The figure of ``axes`` or the new one.
     """
     import matplotlib.pyplot as plt
 
-    dnn_records = list(dnn_records or [])[:2]
-    n_rows = 2 if dnn_records else 1
+    own = axes is None
+    if not own and len(axes) != 2:
+        raise ValueError(f"`axes` must hold two Axes, got {len(axes)}")
     with figure_style():
-        fig, axes = plt.subplots(n_rows, 2, squeeze=False, figsize=(9, 3.3 * n_rows))
-        for ax, result, name in zip(axes[0], (lazy, active), ("lazy", "active")):
+        if own:
+            fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
+        fig = axes[0].figure
+        for ax, result, name in zip(axes, (lazy, active), ("lazy", "active")):
             cfg = result.config
             _draw_distance(ax, result, f"chain, {name}: μ→={cfg.mu_right:g}, "
                                        f"noise={cfg.noise:g} ({result.stats.regime})")
-        top = max(ax.get_ylim()[1] for ax in axes[0])
-        for ax in axes[0]:
-            ax.set_ylim(top=top + 0.25 * (top - min(a.get_ylim()[0] for a in axes[0])))
-        axes[0, 1].legend(fontsize=7, ncol=4, loc="upper right")  # in the headroom
-        for j, record in enumerate(dnn_records):
-            slope, noise = record.get("slope"), record.get("noise")
-            regime = record.get("regime", "?")
-            _draw_dnn(axes[1, j], record, f"DNN: α={slope}, noise={noise} ({regime})")
-        if len(dnn_records) == 1:
-            axes[1, 1].set_visible(False)
-        if dnn_records:
-            axes[1, 0].legend(fontsize=7, ncol=2)
-        fig.tight_layout()
+        top = max(ax.get_ylim()[1] for ax in axes)
+        for ax in axes:
+            ax.set_ylim(top=top + 0.25 * (top - min(a.get_ylim()[0] for a in axes)))
+        axes[1].legend(fontsize=7, ncol=4, loc="upper right")  # in the headroom
+        if own:  # a caller's figure is laid out by the caller
+            fig.tight_layout()
     return fig
 
 

@@ -26,7 +26,7 @@ same way whatever N is:
   ``-``, ``*``), never a fused multiply-add whose vector body and scalar tail
   may round differently.
 
-The optimiser side of the same rule lives in :mod:`dnn_spring.batched`
+The optimiser side of the same rule lives in :mod:`dnn_spring.stacked`
 (parameters in one flat buffer whose rows are padded to whole vectors).
 ``tests/test_batched.py`` checks the result: records equal bit for bit in
 groups of 1, 2, 3, 4 and 8 under 1 and 2 threads.

@@ -1,0 +1,266 @@
+"""N MLPs of one shape stacked into one network (the batched model).
+
+:class:`StackedMLP` holds every member's parameters in one flat (N, S)
+buffer (:class:`FlatParams`), its BatchNorm running statistics as (N, ...)
+tensors, its random streams and its optimiser, and computes the members'
+losses and one optimiser step at once.  Members never mix: the summed loss
+has a block-diagonal Jacobian, so each member's gradient is that of its own
+mean loss.  BatchNorm keeps per-member statistics (training: batch
+statistics over each member's own batch; running stats with momentum 0.1,
+eps 1e-5, unbiased running variance, as PyTorch).
+
+A member's numbers do not depend on its group: activations are laid out
+(member, feature, sample) and every kernel is one of
+:mod:`dnn_spring.member_ops`; the parameters live in one flat buffer whose
+member rows (and parameters) are padded to whole vectors, so the
+elementwise optimiser kernels never split a member between a vector body
+and a scalar tail.  The epoch loop around it is :mod:`dnn_spring.batched`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .member_ops import (MemberLeakyReLU, MemberLinear, dropout_keep, member_batchnorm,
+                         member_sum)
+from .models import MLP, init_mlp_parameters
+from .optim import BatchedOptimizer
+from .rules import member_seeds
+
+__all__ = ["StackedMLP", "FlatParams"]
+
+_BN_MOMENTUM, _BN_EPS = 0.1, 1e-5
+
+# Each member's row of the flat parameter buffer is padded to a multiple of
+# this many floats, so an elementwise optimiser kernel over N rows never has
+# a scalar tail or a thread seam inside a member (16 floats is one AVX-512
+# vector; the vector loops step by two vectors).
+_ROW_ALIGN = 64
+# ... and each parameter starts on a 64-byte boundary, as the batched product wants.
+_PARAM_ALIGN = 16
+
+
+class FlatParams:
+    """Every member's parameters as one row of a flat (N, S) buffer.
+
+    ``views`` gives each parameter as a (N, ...) view of the buffer:
+    Linear weights (N, out, in), Linear biases (N, out, 1), BatchNorm
+    weights and biases (N, F).  Rows are padded to :data:`_ROW_ALIGN`.
+    """
+
+    def __init__(self, states: list, names: list, device):
+        self.names = list(names)
+        self.shapes, self.natural, self.offsets, offset = {}, {}, {}, 0
+        for k in self.names:
+            t = states[0][k]
+            column = k.endswith("linear.bias") or k == "head.bias"  # (out, 1): broadcasts over B
+            self.natural[k] = tuple(t.shape)
+            self.shapes[k], self.offsets[k] = tuple(t.shape) + ((1,) if column else ()), offset
+            offset += -(-t.numel() // _PARAM_ALIGN) * _PARAM_ALIGN  # see member_bmm
+        width = -(-offset // _ROW_ALIGN) * _ROW_ALIGN
+        self.flat = torch.zeros(len(states), width, device=device)
+        for view, k in zip(self.views(self.flat).values(), self.names):
+            view.copy_(torch.stack([state[k].reshape(view.shape[1:]) for state in states]))
+
+    def views(self, flat: Tensor) -> dict:
+        """Each parameter as a (N, ...) view with member stride S, also when N is 1."""
+        out = {}
+        for k, o in self.offsets.items():
+            shape = self.shapes[k]
+            inner = [math.prod(shape[i + 1:]) for i in range(len(shape))]
+            out[k] = flat.as_strided((flat.shape[0], *shape), (flat.stride(0), *inner),
+                                     flat.storage_offset() + o)
+        return out
+
+    def member_state(self, pos: int) -> dict:
+        """Member ``pos``'s parameters in ``MLP.state_dict()`` shapes (copies)."""
+        row = self.flat[pos].detach()
+        return {k: row[o:o + math.prod(self.natural[k])].clone().view(self.natural[k])
+                for k, o in self.offsets.items()}
+
+    def keep(self, index: Tensor) -> None:
+        self.flat = self.flat.index_select(0, index)
+
+
+class StackedMLP:
+    """The MLPs of ``configs`` (one :func:`~dnn_spring.grouping.group_key`) as one network.
+
+    Attributes
+    ----------
+    configs : list of RunConfig
+        Every member the group started with.
+    ids : list of int
+        Indices into ``configs`` of the active members, in stack order.
+    weights : FlatParams
+        Parameters of the active members; ``params`` are their (N, ...) views.
+    buffers : dict of Tensor
+        BatchNorm running statistics, (N, ...) each.
+    gens : list of dict
+        Per active member, its ``order``, ``noise``, ``dropout`` and
+        ``langevin`` generators.
+    opt : BatchedOptimizer
+        Over the flat buffer, one learning rate per active member.
+    """
+
+    def __init__(self, configs: list, n_in: int, n_out: int, device: torch.device):
+        self.configs, self.device = list(configs), device
+        self.n_in, self.n_out = int(n_in), int(n_out)
+        c0 = configs[0]
+        self.hidden, self.bn = c0.model.depth - 1, c0.model.batchnorm
+        seeds = [member_seeds(c.seed) for c in configs]
+        states = [init_mlp_parameters(c.model, self.n_in, self.n_out,
+                                      generator=torch.Generator().manual_seed(s["init"]))
+                  for c, s in zip(configs, seeds)]
+        names = list(states[0])
+        self.buffer_names = [k for k in names if k.rsplit(".", 1)[-1] in
+                             ("running_mean", "running_var", "num_batches_tracked")]
+        self.param_names = [k for k in names if k not in self.buffer_names]
+        self.weights = FlatParams(states, self.param_names, device)
+        self.buffers = {k: torch.stack([s[k] for s in states]).to(device)
+                        for k in self.buffer_names}
+        self.gens = [{k: torch.Generator(device=device).manual_seed(v)
+                      for k, v in s.items() if k != "init"} for s in seeds]
+        self._set_members(list(range(len(configs))))
+        self.opt = self.new_optimizer()
+
+    def _set_members(self, ids: list) -> None:
+        """Per-member settings and the parameter views for the members ``ids``."""
+        self.ids = ids
+        cfg = [self.configs[i] for i in ids]
+        self.slope = torch.tensor([c.model.slope for c in cfg], device=self.device)
+        self.dropout = [c.model.dropout for c in cfg]
+        self.noise = [c.train.noise for c in cfg]
+        self.params = {k: v.requires_grad_()
+                       for k, v in self.weights.views(self.weights.flat).items()}
+        self.grad_flat = torch.zeros_like(self.weights.flat)
+        self.grad_views = self.weights.views(self.grad_flat)
+
+    def new_optimizer(self) -> BatchedOptimizer:
+        """A fresh optimiser over the active members."""
+        active = [self.configs[i].train for i in self.ids]
+        return BatchedOptimizer(
+            active[0].optimizer, [self.weights.flat], [t.lr for t in active],
+            temperatures=[t.temperature for t in active], weight_decay=active[0].weight_decay,
+            generators=[g["langevin"] for g in self.gens])
+
+    # ----------------------------------------------------------- forward
+    def _batchnorm(self, x: Tensor, name: str) -> Tensor:
+        """Training-mode BatchNorm over each member's batch, x (N, F, B)."""
+        self.buffers[f"{name}.num_batches_tracked"].add_(1)
+        return member_batchnorm(x, self.params[f"{name}.weight"], self.params[f"{name}.bias"],
+                                self.buffers[f"{name}.running_mean"],
+                                self.buffers[f"{name}.running_var"],
+                                momentum=_BN_MOMENTUM, eps=_BN_EPS)
+
+    def dropout_masks(self, batch: int) -> "Tensor | None":
+        """Per-member dropout multipliers of shape (L-1, N, width, B), or None.
+
+        Each call draws fresh masks from the members' ``dropout`` streams.
+        """
+        if not any(self.dropout):
+            return None
+        width = self.weights.shapes["blocks.0.linear.weight"][0]
+        shape = (self.hidden, len(self.ids), width, batch)
+        mult = (torch.empty(shape, device=self.device) if all(self.dropout)
+                else torch.ones(shape, device=self.device))
+        for pos, p in enumerate(self.dropout):
+            if p > 0:
+                keep, scale = dropout_keep((self.hidden, batch, width), p,
+                                            self.gens[pos]["dropout"])
+                torch.mul(keep.to(self.device).transpose(1, 2), scale, out=mult[:, pos])
+        return mult
+
+    def losses(self, x: Tensor, y: Tensor) -> Tensor:
+        """Per-sample cross-entropy (N, B) for inputs x (N, n_in, B) and labels y (N, B)."""
+        p, drop = self.params, self.dropout_masks(x.shape[2])
+        if self.bn:
+            x = self._batchnorm(x, "input_bn")
+        for i in range(self.hidden):
+            x = MemberLinear.apply(x, p[f"blocks.{i}.linear.weight"], p[f"blocks.{i}.linear.bias"])
+            if self.bn:
+                x = self._batchnorm(x, f"blocks.{i}.bn")
+            x = MemberLeakyReLU.apply(x, self.slope)
+            if drop is not None:
+                x = x * drop[i]
+        logits = MemberLinear.apply(x, p["head.weight"], p["head.bias"])
+        rows = logits.transpose(1, 2).reshape(-1, self.n_out)
+        return F.cross_entropy(rows, y.reshape(-1), reduction="none").view(y.shape)
+
+    def step(self, x: Tensor, y: Tensor) -> Tensor:
+        """One optimiser step on a batch x (N, n_in, B), y (N, B); each member's mean loss (N,)."""
+        losses = self.losses(x, y)
+        batch = y.shape[1]
+        names = self.param_names
+        grads = torch.autograd.grad(losses, [self.params[k] for k in names],
+                                    grad_outputs=torch.full_like(losses, 1.0 / batch))
+        for k, g in zip(names, grads):
+            self.grad_views[k].copy_(g)
+        self.opt.step([self.grad_flat])
+        losses = losses.detach()
+        return (member_sum(losses.unsqueeze(1)) / batch).view(-1)
+
+    # ----------------------------------------------------------- members
+    def export(self, pos: int) -> MLP:
+        """Member at stack position ``pos`` as a :class:`~dnn_spring.models.MLP` on the device."""
+        state = self.weights.member_state(pos)
+        state.update({k: t[pos].clone() for k, t in self.buffers.items()})
+        return MLP(self.configs[self.ids[pos]].model, self.n_in, self.n_out, state=state)
+
+    def finite(self) -> list:
+        """Per active member: are all its parameters finite?"""
+        return torch.isfinite(self.weights.flat).all(1).tolist()
+
+    def keep(self, positions: list) -> None:
+        """Keep only the members at stack ``positions`` (the others are dropped)."""
+        if not positions:
+            self.ids = []
+            return
+        index = torch.tensor(positions, device=self.device)
+        self.weights.keep(index)
+        self.buffers = {k: t.index_select(0, index) for k, t in self.buffers.items()}
+        self.gens = [self.gens[i] for i in positions]
+        self._set_members([self.ids[i] for i in positions])
+        self.opt.keep([self.weights.flat], positions)
+
+    # ----------------------------------------------------------- state
+    def state(self) -> dict:
+        """The active members' parameters, statistics, streams and optimiser, on the CPU."""
+        cpu = lambda t: t.detach().cpu()  # noqa: E731
+        return {"ids": list(self.ids), "flat": cpu(self.weights.flat),
+                "buffers": {k: cpu(t) for k, t in self.buffers.items()},
+                "generators": [{k: g.get_state() for k, g in gens.items()} for gens in self.gens],
+                "opt_t": self.opt.t, "opt_state": [[cpu(t) for t in g] for g in self.opt.state]}
+
+    def load_state(self, state: dict) -> None:
+        """Go on from a :meth:`state` of this same group.
+
+        Everything is read and checked before the first change, so a state
+        that does not fit raises ValueError and leaves the model as it was.
+        """
+        ids, dev = [int(i) for i in state["ids"]], self.device
+        flat = state["flat"]
+        if flat.shape != (len(ids), self.weights.flat.shape[1]) or flat.dtype != torch.float32:
+            raise ValueError(f"its parameters have shape {tuple(flat.shape)}")
+        gens = [self.gens[i] for i in ids]
+        saved_gens = [{k: saved[k] for k in member} for member, saved
+                      in zip(gens, state["generators"], strict=True)]
+        for member, saved in zip(gens, saved_gens):
+            for k, g in member.items():
+                if saved[k].dtype != torch.uint8 or saved[k].shape != g.get_state().shape:
+                    raise ValueError(f"the {k} generator state does not fit")
+        buffers = {k: state["buffers"][k].to(dev) for k in self.buffers}
+        opt_state = [[t.to(dev) for t in g] for g in state["opt_state"]]
+        opt_t = int(state["opt_t"])
+        # commit
+        for member, saved in zip(gens, saved_gens):
+            for k, g in member.items():
+                g.set_state(saved[k])
+        self.weights.flat = flat.to(dev)
+        self.gens, self.buffers = gens, buffers
+        self._set_members(ids)
+        self.opt = self.new_optimizer()
+        self.opt.t, self.opt.state = opt_t, opt_state

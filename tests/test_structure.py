@@ -1,0 +1,112 @@
+"""The package's shape: imports flow one way, modules stay readable."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "dnn_spring"
+MAX_MODULE_LINES = 400
+# The chain simulators know nothing of networks: these stay out of dnn_spring.spring.
+NETWORK_MODULES = {"dnn_spring.train", "dnn_spring.batched", "dnn_spring.stacked",
+                   "dnn_spring.models", "dnn_spring.data", "dnn_spring.records",
+                   "dnn_spring.run_record", "dnn_spring.sweep", "dnn_spring.chunk",
+                   "dnn_spring.capture", "dnn_spring.compare", "dnn_spring.grids"}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, modules: set) -> set:
+    """Package modules that ``path`` imports anywhere (top level or inside functions)."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{anchor}.{base}" if base else anchor
+            targets = [base] + [f"{base}.{a.name}" for a in node.names]
+        else:
+            continue
+        out.update(t for t in targets if t in modules)
+    out.discard(name)
+    return out
+
+
+def _graph() -> dict:
+    paths = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    return {name: _imports(path, set(paths)) for name, path in paths.items()}
+
+
+def _cycle(graph: dict):
+    state = {}
+
+    def visit(node, stack):
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt, stack + [nxt])
+                if found:
+                    return found
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node, [node])
+            if found:
+                return found
+    return None
+
+
+def test_the_graph_sees_late_and_relative_imports():
+    graph = _graph()
+    assert "dnn_spring.batched" in graph["dnn_spring.train"]
+    assert "dnn_spring.records" in graph["dnn_spring.chunk"]
+
+
+def test_no_import_cycle_inside_the_package():
+    graph = {k: {m for m in v if not (k.startswith(m + ".") or m == "dnn_spring")}
+             for k, v in _graph().items()}  # a subpackage reading its own __init__ is no cycle
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+
+
+def test_the_chain_package_knows_nothing_of_networks():
+    for name, imported in _graph().items():
+        if name.startswith("dnn_spring.spring"):
+            assert not imported & NETWORK_MODULES, (name, sorted(imported & NETWORK_MODULES))
+
+
+def test_no_module_is_too_long():
+    long = {_module_name(p): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, long
+
+
+MAX_FUNCTION_LINES = 60
+
+
+def _code_lines(node) -> int:
+    """Lines of a function from the end of its docstring (or its first statement) to its end."""
+    first = node.body[0]
+    docstring = (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                 and isinstance(first.value.value, str))
+    start = first.end_lineno + 1 if docstring else first.lineno
+    return node.end_lineno - start + 1
+
+
+def test_no_function_is_too_long():
+    long = {}
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if _code_lines(node) > MAX_FUNCTION_LINES:
+                    long[f"{_module_name(path)}.{node.name}"] = _code_lines(node)
+    assert not long, long

@@ -20,7 +20,7 @@ import numpy as np
 
 from dnn_spring._style import figure_style
 from dnn_spring.records import load_table
-from dnn_spring.spring.plots import _depth_colors, plot_chain_trajectories
+from dnn_spring.spring.plots import depth_colors, plot_chain_trajectories
 
 __all__ = ["load_trajectory_records", "pick_lazy_active", "plot_spring_trajectories"]
 
@@ -105,7 +105,7 @@ def _draw_dnn(ax, record, title):
     log_d = np.array([p["log_d"] for p in traj], dtype=float)  # (n_epochs, n_points)
     # run records list the logits point last (SPEC §3); draw it apart
     n_hidden = log_d.shape[1] - 1
-    colors = _depth_colors(n_hidden)  # layer ℓ in the colour of the chain's block ℓ
+    colors = depth_colors(n_hidden)  # layer ℓ in the colour of the chain's block ℓ
     for ell in range(n_hidden):
         ax.plot(epochs, log_d[:, ell], color=colors[ell], lw=1.0, label=f"layer {ell}")
     ax.plot(epochs, log_d[:, -1], "--", color="0.6", lw=0.8, label="logits")

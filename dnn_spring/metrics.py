@@ -26,60 +26,12 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
+from dnn_spring.features import as_features, as_labels, check_not_empty
+
 __all__ = ["FuzzinessAccumulator", "separation_fuzziness", "separation_stats"]
 
 DEFAULT_RTOL = 1e-6
 DEFAULT_MAX_INVERSE_WIDTH = 2048
-
-
-def _as_features(x) -> torch.Tensor:
-    """Return ``x`` as a float64 tensor of shape (n, p), flattening trailing axes.
-
-    Any real dtype (float32, float16, integers, bool) is converted.
-    """
-    if isinstance(x, np.ndarray):
-        if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
-            raise TypeError(f"`features` must hold real numbers, got dtype {x.dtype}")
-        x = torch.from_numpy(x)
-    elif not isinstance(x, torch.Tensor):
-        raise TypeError(f"`features` must be a torch.Tensor or numpy array, got {type(x).__name__}")
-    if x.ndim == 0:
-        raise ValueError("`features` must have shape (n_samples, ...), got a scalar")
-    if x.is_complex():
-        raise TypeError(f"`features` must hold real numbers, got dtype {x.dtype}")
-    width = math.prod(x.shape[1:])
-    if width == 0:
-        raise ValueError("`features` must have at least one feature per sample, "
-                         f"got shape {tuple(x.shape)}")
-    x = x.detach()
-    # Never modified in place below, so float64 input is used without a copy.
-    return x.reshape(x.shape[0], width).to(torch.float64)
-
-
-def _check_not_empty(x) -> None:
-    """``x``: features as given (an array, before :func:`_as_features`)."""
-    if getattr(x, "ndim", 0) and x.shape[0] == 0:
-        raise ValueError(f"`features` must hold at least one sample, got shape {tuple(x.shape)}")
-
-
-def _as_labels(y, n: int, device) -> torch.Tensor:
-    """Return ``y`` as an int64 tensor of shape (n,) on ``device``."""
-    if isinstance(y, np.ndarray):
-        y = torch.from_numpy(y)
-    elif not isinstance(y, torch.Tensor):
-        y = torch.as_tensor(y)
-    y = y.detach().reshape(-1)
-    if y.is_floating_point():
-        if not bool(torch.all(y == torch.round(y))):
-            raise ValueError("`labels` must be integers, got non-integer floats")
-    elif y.dtype == torch.bool or y.is_complex():
-        raise ValueError(f"`labels` must be integers, got dtype {y.dtype}")
-    if y.numel() != n:
-        raise ValueError(f"`features` and `labels` must have the same length, got {n} and {y.numel()}")
-    y = y.to(device=device, dtype=torch.int64)
-    if y.numel() and int(y.min()) < 0:
-        raise ValueError(f"`labels` must be non-negative class indices, got {int(y.min())}")
-    return y
 
 
 class FuzzinessAccumulator:
@@ -131,8 +83,8 @@ class FuzzinessAccumulator:
 
     def update_means(self, features, labels) -> None:
         """Add a batch to the class counts and sums (pass 1)."""
-        x = _as_features(features)
-        y = _as_labels(labels, x.shape[0], x.device)
+        x = as_features(features)
+        y = as_labels(labels, x.shape[0], x.device)
         # One reduction instead of an elementwise mask: NaN or inf anywhere makes the sum non-finite.
         if not bool(torch.isfinite(x.sum())):
             raise ValueError(f"`features` contain NaN or inf values{self._where()}")
@@ -211,8 +163,8 @@ class FuzzinessAccumulator:
         """Add a batch to the within-class sums (pass 2)."""
         if self._means is None:
             raise RuntimeError("call finish_means() after the first pass")
-        x = _as_features(features)
-        y = _as_labels(labels, x.shape[0], x.device)
+        x = as_features(features)
+        y = as_labels(labels, x.shape[0], x.device)
         if x.shape[1] != self._p:
             raise ValueError(f"feature width changed between passes{self._where()}: {self._p} then {x.shape[1]}")
         rows = self._rows(y) if y.numel() else y
@@ -341,9 +293,9 @@ def probe_stats(features, labels) -> dict:
         labels, 0 = perfectly linearly decodable, 1 = nothing decodable) and
         ``logistic_loss`` (training log-loss of a logistic regression).
     """
-    _check_not_empty(features)
-    x = _as_features(features)
-    y = _as_labels(labels, x.shape[0], x.device)
+    check_not_empty(features)
+    x = as_features(features)
+    y = as_labels(labels, x.shape[0], x.device)
     _, y = torch.unique(y, return_inverse=True)
     return {
         "lin_residual": _linear_probe(x, y, int(y.max()) + 1),
@@ -378,8 +330,8 @@ def separation_stats(features, labels=None, *, n_classes=None, rtol=DEFAULT_RTOL
         and ``logistic_loss``.
     """
     if isinstance(features, (torch.Tensor, np.ndarray)):
-        _check_not_empty(features)
-        features = _as_features(features)  # convert once, not once per pass
+        check_not_empty(features)
+        features = as_features(features)  # convert once, not once per pass
     get_batches = _batches(features, labels)
     acc = FuzzinessAccumulator(n_classes=n_classes, rtol=rtol, inverse=inverse,
                                max_inverse_width=max_inverse_width)

@@ -309,11 +309,11 @@ def test_mnist5k_is_real_mnist_split_like_the_paper():
     x, y = mnist_data()
     ref = torch.as_tensor(x, dtype=torch.float32) / 255.0
     both = torch.cat([full.x_train, full.x_test])
-    order = torch.cat([full.y_train, full.y_test]).argsort(stable=True)
-    assert torch.equal(torch.cat([full.y_train, full.y_test])[order], torch.as_tensor(y)[order])
-    rows = {tuple(r.tolist()) for r in ref}
-    assert len({tuple(r.tolist()) for r in both}) == len(rows) and all(
-        tuple(r.tolist()) in rows for r in both[::97])
+    labels = torch.cat([full.y_train, full.y_test])
+    assert torch.equal(labels.sort().values, torch.as_tensor(y).sort().values)
+    label_of = {tuple(r.tolist()): int(c) for r, c in zip(ref, y)}  # image -> its label
+    assert len({tuple(r.tolist()) for r in both}) == len(label_of)
+    assert all(label_of[tuple(r.tolist())] == int(c) for r, c in zip(both[::97], labels[::97]))
     # 10x10 is the area average of the 28x28 images (as for `mnist`)
     small = torch.nn.functional.interpolate(full.x_train.view(-1, 1, 28, 28), size=(10, 10),
                                             mode="area")

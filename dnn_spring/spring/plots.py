@@ -15,13 +15,14 @@ from dnn_spring._style import CURVE_COLOR, REGIME_COLORS, figure_style
 from dnn_spring.checks import check_choice
 
 __all__ = ["plot_chain", "plot_load_curves", "plot_spring_phase_diagram", "plot_chain_trajectories",
-           "SHADES"]
+           "depth_colors", "SHADES"]
 
 #: What the phase-diagram background shows.
 SHADES = ("evenness", "curvature")
 
 
-def _depth_colors(n):
+def depth_colors(n):
+    """``n`` colours from shallow to deep (viridis), one per block or layer."""
     import matplotlib.pyplot as plt
 
     return plt.get_cmap("viridis")(np.linspace(0.0, 0.9, n))
@@ -29,7 +30,7 @@ def _depth_colors(n):
 
 def _draw_distance(ax, result, title):
     y = result.config.y
-    colors = _depth_colors(result.trajectory.shape[1])
+    colors = depth_colors(result.trajectory.shape[1])
     for ell in range(result.trajectory.shape[1]):
         ax.plot(result.times, y - result.trajectory[:, ell], color=colors[ell], lw=1.0,
                 label=f"block {ell + 1}")

@@ -14,7 +14,7 @@ import math
 from dataclasses import fields
 
 __all__ = ["choice_problem", "range_problem", "finite_problems", "raise_all", "require",
-           "check_choice", "check_range"]
+           "check_choice", "check_range", "check_items"]
 
 
 def choice_problem(name: str, value, choices) -> "str | None":
@@ -76,3 +76,22 @@ def check_range(name: str, value, lo=None, hi=None, *, lo_open: bool = False) ->
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"`{name}` must be a finite number, got {value!r}")
     require(range_problem(name, value, lo, hi, lo_open=lo_open))
+
+
+def check_items(name: str, items, kind: type, what: str) -> list:
+    """``items`` as a list of at least one ``kind`` object (``what`` names one in messages).
+
+    Raises
+    ------
+    ValueError
+        ``items`` is empty.
+    TypeError
+        An item is not a ``kind``.
+    """
+    items = list(items)
+    if not items:
+        raise ValueError(f"`{name}` must hold at least one {what}, got none")
+    for item in items:
+        if not isinstance(item, kind):
+            raise TypeError(f"`{name}` must hold {kind.__name__} objects, got {type(item).__name__}")
+    return items

@@ -69,9 +69,8 @@ SYNTHETIC_CLASSES = 10
 SYNTHETIC_N_TEST = 1000
 GAUSSIAN_SEPARATION = 4.0
 DIGITS_N_TEST = 360
-_DIGITS_SPLIT_SEED = 0
 MNIST5K_N_TEST = 2440
-_MNIST5K_SPLIT_SEED = 0
+_SPLIT_SEED = 0  # the fixed splits of the embedded sets
 
 
 @dataclass(frozen=True, eq=False)
@@ -164,21 +163,26 @@ def _unreadable(name: str, folder: str, err: Exception) -> FileNotFoundError:
 # --------------------------------------------------------------------------- loaders
 
 
+def _fixed_split(x, y, n_test: int, config: DataConfig, name: str) -> tuple:
+    """A stratified train/test split fixed for every seed; ``n_train`` > 0 subsets the
+    training part with ``data_seed``.  Images come back as (N, 1, H, W) tensors."""
+    from sklearn.model_selection import train_test_split
+
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=n_test, stratify=y,
+                                              random_state=_SPLIT_SEED)
+    x_tr, y_tr = torch.from_numpy(x_tr)[:, None], torch.from_numpy(y_tr)
+    if config.n_train > 0:
+        idx = _subset(len(y_tr), config.n_train, config.data_seed, name)
+        x_tr, y_tr = x_tr[idx], y_tr[idx]
+    return x_tr, y_tr, torch.from_numpy(x_te)[:, None], torch.from_numpy(y_te)
+
+
 def _load_digits(config: DataConfig):
     from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
     bunch = load_digits()
     x = bunch.images.astype(np.float32) / 16.0  # pixel values are 0..16
-    y = bunch.target.astype(np.int64)
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        x, y, test_size=DIGITS_N_TEST, stratify=y, random_state=_DIGITS_SPLIT_SEED
-    )
-    x_tr, y_tr = torch.from_numpy(x_tr)[:, None], torch.from_numpy(y_tr)
-    if config.n_train > 0:
-        idx = _subset(len(y_tr), config.n_train, config.data_seed, "digits")
-        x_tr, y_tr = x_tr[idx], y_tr[idx]
-    return x_tr, y_tr, torch.from_numpy(x_te)[:, None], torch.from_numpy(y_te), 10
+    return (*_fixed_split(x, bunch.target.astype(np.int64), DIGITS_N_TEST, config, "digits"), 10)
 
 
 def _mnist5k_arrays() -> tuple:
@@ -199,19 +203,9 @@ def _mnist5k_arrays() -> tuple:
 
 
 def _load_mnist5k(config: DataConfig):
-    from sklearn.model_selection import train_test_split
-
     x, y = _mnist5k_arrays()
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        x, y, test_size=MNIST5K_N_TEST, stratify=y, random_state=_MNIST5K_SPLIT_SEED
-    )
-    x_tr, y_tr = torch.from_numpy(x_tr)[:, None], torch.from_numpy(y_tr)
-    if config.n_train > 0:
-        idx = _subset(len(y_tr), config.n_train, config.data_seed, "mnist5k")
-        x_tr, y_tr = x_tr[idx], y_tr[idx]
-    x_te = torch.from_numpy(x_te)[:, None]
-    return (_resize(x_tr, config.image_size), y_tr,
-            _resize(x_te, config.image_size), torch.from_numpy(y_te), 10)
+    x_tr, y_tr, x_te, y_te = _fixed_split(x, y, MNIST5K_N_TEST, config, "mnist5k")
+    return _resize(x_tr, config.image_size), y_tr, _resize(x_te, config.image_size), y_te, 10
 
 
 _MNIST_FILES = (

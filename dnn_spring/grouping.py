@@ -12,6 +12,7 @@ import os
 
 import torch
 
+from .checks import check_items
 from .config import RunConfig
 from .rules import resolve_device
 
@@ -100,12 +101,7 @@ def check_group(configs) -> list:
         Not RunConfigs, an empty list, a CNN in a group, BatchNorm with
         batch size 1, or members that differ outside :data:`MEMBER_FIELDS`.
     """
-    configs = list(configs)
-    if not configs:
-        raise ValueError("`configs` must hold at least one RunConfig, got an empty list")
-    for c in configs:
-        if not isinstance(c, RunConfig):
-            raise TypeError(f"`configs` must hold RunConfig objects, got {type(c).__name__}")
+    configs = check_items("configs", configs, RunConfig, "RunConfig")
     if configs[0].model.arch != "mlp":
         raise ValueError("`configs` must be MLP configs (arch 'mlp'); train a CNN with "
                          "dnn_spring.train.train_run")

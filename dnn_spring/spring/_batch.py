@@ -6,6 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
+from dnn_spring.checks import check_items
+
 __all__ = []
 
 _DEFAULT_RECORDS = 1000  # recorded time points when record_every is not given
@@ -17,12 +19,7 @@ def check_batch(configs, kind, same: Sequence[str]) -> tuple:
     """Validate a batch: configs of type ``kind`` agreeing on the ``same`` fields."""
     if isinstance(configs, kind):
         configs = [configs]
-    configs = tuple(configs)
-    if not configs:
-        raise ValueError("`configs` must hold at least one configuration, got none")
-    for c in configs:
-        if not isinstance(c, kind):
-            raise TypeError(f"`configs` must hold {kind.__name__} objects, got {type(c).__name__}")
+    configs = tuple(check_items("configs", configs, kind, "configuration"))
     for name in same:
         values = {getattr(c, name) for c in configs}
         if len(values) > 1:

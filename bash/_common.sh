@@ -4,7 +4,8 @@
 #   sweep  ->  collect  ->  plot phase-diagram, all through the dnn-spring CLI.
 # Environment (all optional):
 #   PRESET    paper (default: the paper's grid, 10 seeds, full epochs) | quick
-#   DATASET   override the data set (e.g. mnist5k, digits, mnist, fashionmnist)
+#   DATASET   override the data set (e.g. mnist5k, digits, mnist, fashionmnist); results
+#             and figure names then end in _$DATASET (results/ns_nl_mnist5k, ...)
 #   DEVICE    torch device (cpu, cuda, cuda:1, ...)
 #   OUTDIR    results folder (default results/<sweep>, results/<sweep>_quick for quick)
 #   FIGDIR    figure folder (default figs)
@@ -20,6 +21,8 @@ run_phase_diagram() {
     local preset=${PRESET:-paper}
     local suffix=""
     [[ $preset == paper ]] || suffix="_$preset"
+    # another data set gets its own folder and figure: it never mixes into the preset's
+    [[ -z ${DATASET:-} ]] || suffix="${suffix}_${DATASET}"
     local outdir=${OUTDIR:-results/${sweep}${suffix}}
     local figdir=${FIGDIR:-figs}
     local args=(sweep "$sweep" --preset "$preset" --out "$outdir" --executor "${EXECUTOR:-local}")

@@ -17,11 +17,11 @@ import torch
 from torch import nn
 
 from dnn_spring.checks import range_problem, require
+from dnn_spring.features import feature_label_pairs
 from dnn_spring.metrics import (
     DEFAULT_MAX_INVERSE_WIDTH,
     DEFAULT_RTOL,
     FuzzinessAccumulator,
-    _pairs,
     probe_stats,
 )
 
@@ -116,7 +116,7 @@ def _iter_data(data, labels, batch_size: int) -> Callable[[], Iterable]:
     if iter(data) is data:
         raise TypeError("`data` is read twice: pass a tensor, a DataLoader or a list of batches, "
                         "not a one-shot iterator")
-    return lambda: _pairs(data)
+    return lambda: feature_label_pairs(data)
 
 
 def _output_tensor(output, name: str) -> torch.Tensor:

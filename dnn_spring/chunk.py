@@ -138,8 +138,8 @@ def _run_group(configs, out_dir, device, train_fn, group_fn) -> list:
     return pairs
 
 
-def run_chunk(configs, out_dir, *, device="cpu", batch=True, train_fn=None, group_fn=None,
-              max_size_fn=None) -> list:
+def run_chunk(configs, out_dir, *, device="cpu", batch=True, train_fn=None,
+              group_fn=None) -> list:
     """Train ``configs`` and write one record each to ``out_dir`` (the unit of work).
 
     Parameters
@@ -151,14 +151,15 @@ def run_chunk(configs, out_dir, *, device="cpu", batch=True, train_fn=None, grou
     device : str, default="cpu"
     batch : bool, default=True
         Train a chunk of several configs as one batched model with ``group_fn``.
-    train_fn, group_fn, max_size_fn : callable, optional
-        The trainers and the group size this chunk uses; default
-        ``train_run(config, *, device, progress)``,
-        ``train_group(configs, *, device, progress, checkpoint, checkpoint_every)``
-        and ``max_group_size(config, *, device)``.  A chunk larger than
-        ``max_size_fn`` allows on this device (a Slurm chunk planned on a
-        login node) is trained in several groups.  Tests and other trainers
-        pass their own through ``functools.partial(run_chunk, ...)``.
+    train_fn, group_fn : callable, optional
+        The trainers this chunk uses; default
+        ``train_run(config, *, device, progress)`` and
+        ``train_group(configs, *, device, progress, checkpoint, checkpoint_every)``.
+        Tests and other trainers pass their own through
+        ``functools.partial(run_chunk, ...)``.  A chunk larger than
+        :func:`~dnn_spring.grouping.max_group_size` allows on this device (a
+        Slurm chunk planned on a login node) is trained in several groups,
+        the same ones the sweep plans its checkpoints for.
 
     Returns
     -------
@@ -173,12 +174,11 @@ def run_chunk(configs, out_dir, *, device="cpu", batch=True, train_fn=None, grou
     """
     configs = list(configs)
     train_fn, group_fn = train_fn or train_run, group_fn or train_group
-    max_size_fn = max_size_fn or max_group_size
     if multiprocessing.parent_process() is not None and str(out_dir) in _UNWRITABLE:
         raise RecordWriteError([])  # a worker that could not write: start nothing more
     if not batch or len(configs) == 1:
         return _one_by_one(configs, out_dir, device, train_fn)
-    limit = max(1, int(max_size_fn(configs[0], device=device)))
+    limit = max(1, int(max_group_size(configs[0], device=device)))
     pairs = []
     for start in range(0, len(configs), limit):
         try:

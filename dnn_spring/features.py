@@ -12,7 +12,7 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["as_features", "as_labels", "check_not_empty"]
+__all__ = ["as_features", "as_labels", "check_not_empty", "feature_label_pairs"]
 
 
 def as_features(x) -> torch.Tensor:
@@ -63,3 +63,11 @@ def as_labels(y, n: int, device) -> torch.Tensor:
     if y.numel() and int(y.min()) < 0:
         raise ValueError(f"`labels` must be non-negative class indices, got {int(y.min())}")
     return y
+
+
+def feature_label_pairs(batches):
+    """Each ``(features, labels)`` of an iterable of batches (extra items ignored)."""
+    for item in batches:
+        if not isinstance(item, (tuple, list)) or len(item) < 2:
+            raise ValueError("each batch must be a pair (features, labels); got data with no labels")
+        yield item[0], item[1]

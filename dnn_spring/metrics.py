@@ -26,7 +26,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from dnn_spring.features import as_features, as_labels, check_not_empty
+from dnn_spring.features import as_features, as_labels, check_not_empty, feature_label_pairs
 
 __all__ = ["FuzzinessAccumulator", "separation_fuzziness", "separation_stats"]
 
@@ -246,13 +246,6 @@ def _batches(features, labels) -> Callable[[], Iterable]:
     return lambda: features
 
 
-def _pairs(batches):
-    for item in batches:
-        if not isinstance(item, (tuple, list)) or len(item) < 2:
-            raise ValueError("each batch must be a pair (features, labels); got data with no labels")
-        yield item[0], item[1]
-
-
 def _linear_probe(x: torch.Tensor, y: torch.Tensor, n_classes: int) -> float:
     """Relative residual ‖Y_c − X_c β‖² / ‖Y_c‖² of one-hot labels on the features."""
     x = x - x.mean(0)
@@ -335,10 +328,10 @@ def separation_stats(features, labels=None, *, n_classes=None, rtol=DEFAULT_RTOL
     get_batches = _batches(features, labels)
     acc = FuzzinessAccumulator(n_classes=n_classes, rtol=rtol, inverse=inverse,
                                max_inverse_width=max_inverse_width)
-    for x, y in _pairs(get_batches()):
+    for x, y in feature_label_pairs(get_batches()):
         acc.update_means(x, y)
     acc.finish_means()
-    for x, y in _pairs(get_batches()):
+    for x, y in feature_label_pairs(get_batches()):
         acc.update_within(x, y)
     out = acc.result()
     if probes:

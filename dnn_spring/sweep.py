@@ -59,8 +59,8 @@ from .executors import (EXECUTORS, SlurmOptions, run_inline, run_pool, run_slurm
 from .grouping import group_key, max_group_size
 from .records import FINISHED_STATUSES, RecordWriteError, move_aside, os_error_text, scan_records
 
-__all__ = ["run_sweep", "plan_chunks", "pending_configs", "SlurmOptions", "EXECUTORS",
-           "RecordWriteError", "run_chunk", "checkpoint_path", "threads_per_worker"]
+__all__ = ["run_sweep", "plan_chunks", "pending_configs", "planned_checkpoints", "SlurmOptions",
+           "EXECUTORS", "RecordWriteError", "run_chunk", "checkpoint_path", "threads_per_worker"]
 
 logger = logging.getLogger("dnn_spring.sweep")
 

@@ -103,7 +103,6 @@ def _train_cnn(config: RunConfig, data, device, record: dict, progress: bool):
     return model
 
 
-
 # --------------------------------------------------------------------------- public
 
 

@@ -41,7 +41,7 @@ def test_script_dry_run_reflects_preset_env_and_flags(sweep, tmp_path):
     assert {c[spec.axis] for c in configs} == set(spec.quick_values)
     assert {c["dataset"] for c in configs} == {"fashionmnist"}
     assert {c["epochs"] for c in configs} == {3} and {c["width"] for c in configs} == {24}
-    assert f"records in results/{sweep}_quick" in done.stderr
+    assert f"records in results/{sweep}_quick_fashionmnist" in done.stderr
     assert not (tmp_path / "results").exists() and not (tmp_path / "figs").exists()
 
 
@@ -70,6 +70,21 @@ def test_script_runs_sweep_collect_plot_in_order(tmp_path):
     assert plot.startswith("plot phase-diagram results/bm_nl.parquet --axis batch_size")
     assert plot.endswith("--out figs/pd_bm_nl.png --pdf")
     assert (tmp_path / "figs").is_dir()
+
+
+def test_another_dataset_gets_its_own_results_and_figure(tmp_path):
+    log = tmp_path / "calls.log"
+    fake = tmp_path / "fake-dnn-spring"
+    fake.write_text(f'#!/usr/bin/env bash\necho "$*" >> {log}\n')
+    fake.chmod(0o755)
+    done = run_script("test_pd_ns_nl.sh", {"DNN_SPRING": str(fake), "DATASET": "mnist5k"},
+                      cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    sweep, collect, plot = log.read_text().splitlines()
+    assert sweep.startswith("sweep ns_nl --preset paper --out results/ns_nl_mnist5k ")
+    assert sweep.endswith("--dataset mnist5k")
+    assert collect == "collect results/ns_nl_mnist5k --out results/ns_nl_mnist5k.parquet"
+    assert plot.endswith("--out figs/pd_ns_nl_mnist5k.png --pdf")
 
 
 def test_script_stops_when_the_sweep_fails(tmp_path):

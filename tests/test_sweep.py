@@ -225,15 +225,15 @@ def test_plan_chunks_respects_group_key_and_size():
     assert all(len(c) <= max_group_size(c[0]) for c in real) and len(real) >= 2
 
 
-def test_failed_group_is_retried_one_by_one(tmp_path):
+def test_failed_group_is_retried_one_by_one(tmp_path, monkeypatch):
     configs = tiny_grid()[:4]
     statuses = run_chunk(configs, tmp_path, batch=True, group_fn=failing_group,
                          train_fn=fake_train)
     assert [s for _, s in statuses] == ["ok", "failed", "ok", "ok"]  # noise 0.3 fails alone
     sizes = []
-    statuses = run_chunk(configs, tmp_path / "b", batch=True, train_fn=fake_train,
-                         group_fn=lambda cs, **kw: sizes.append(len(cs)) or fake_group(cs),
-                         max_size_fn=lambda c, device: 3)  # a chunk too big for this device
+    monkeypatch.setattr("dnn_spring.chunk.max_group_size", lambda c, device: 3)
+    statuses = run_chunk(configs, tmp_path / "b", batch=True, train_fn=fake_train,  # too big
+                         group_fn=lambda cs, **kw: sizes.append(len(cs)) or fake_group(cs))
     assert [s for _, s in statuses] == ["ok"] * 4 and sizes == [3]  # the last one runs alone
 
 
@@ -445,14 +445,14 @@ def test_disk_full_keeps_the_result_and_stops_the_sweep(full_disk):
     assert _unsaved(fallback)[0]["pad"] == "x" * 20_000
 
 
-def test_disk_full_in_a_batched_group_writes_the_records_that_fit(full_disk):
+def test_disk_full_in_a_batched_group_writes_the_records_that_fit(full_disk, monkeypatch):
     from dnn_spring.sweep import RecordWriteError
 
     out, fallback = full_disk
     configs = tiny_grid()[:6]
     with pytest.raises(RecordWriteError) as info:
-        run_chunk(configs, out, batch=True, max_size_fn=lambda c, device: 6,
-                  group_fn=lambda cs, **kw: [big_record(c) for c in cs])
+        monkeypatch.setattr("dnn_spring.chunk.max_group_size", lambda c, device: 6)
+        run_chunk(configs, out, batch=True, group_fn=lambda cs, **kw: [big_record(c) for c in cs])
     written = {p.stem for p in out.glob("*.json")}
     unsaved = {r["key"] for r in _unsaved(fallback)}
     assert written and unsaved and written | unsaved == {c.key() for c in configs}

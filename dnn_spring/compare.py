@@ -22,7 +22,8 @@ from dnn_spring._style import figure_style
 from dnn_spring.records import load_table
 from dnn_spring.spring.plots import depth_colors, plot_chain_trajectories
 
-__all__ = ["load_trajectory_records", "pick_lazy_active", "plot_spring_trajectories"]
+__all__ = ["load_trajectory_records", "pick_lazy_active", "plot_spring_trajectories", "fit_sweep",
+           "analogy_correlations", "plot_fit_maps", "FIT_COLUMNS"]
 
 
 def _json_records(path: Path) -> list:
@@ -148,4 +149,128 @@ def plot_spring_trajectories(lazy, active, dnn_records=None):
             axes[1, 1].set_visible(False)
         axes[1, 0].legend(fontsize=7, ncol=2)
         fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- chain fits of a sweep
+
+#: Columns :func:`fit_sweep` adds per cell (``chain_noise`` is the chain's ε̄,
+#: not the network's data noise ``noise``).
+FIT_COLUMNS = ("chain_mu_right", "chain_asymmetry", "chain_noise", "fit_residual")
+
+
+def fit_sweep(table, *, axis=None, order: int = 1, seed: int = 0, n_seeds: int = 4,
+              asymmetry=None, progress: bool = False):
+    """Fit a chain to the mean load curve of every cell of a collected sweep.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        A :func:`~dnn_spring.records.collect` table (one noise axis).
+    axis : str, optional
+        The noise axis (default: the column that varies).
+    order, seed, n_seeds, asymmetry
+        See :func:`~dnn_spring.spring.fit_spring_block`.
+    progress : bool, default=False
+        A tqdm bar over cells.
+
+    Returns
+    -------
+    pandas.DataFrame, one row per cell
+        ``slope``, the axis, ``n`` (runs averaged), ``test_acc``, ``regime``
+        of the mean curve, then :data:`FIT_COLUMNS` and each parameter's
+        ``*_low``, ``*_high`` and ``*_identified`` (a cell whose curve cannot
+        be fitted has NaN there).
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from dnn_spring.plots import cell_table, infer_axis
+    from dnn_spring.spring.fit import PARAMETERS, fit_spring_block
+
+    axis = infer_axis(table) if axis is None else axis
+    cells = cell_table(table, axis=axis)
+    rows = []
+    for _, cell in tqdm(cells.iterrows(), total=len(cells), disable=not progress, desc="fit"):
+        row = {"slope": cell["slope"], axis: cell[axis], "n": cell["n"],
+               "test_acc": cell["test_acc"], "regime": cell["regime"]}
+        try:
+            fit = fit_spring_block(np.asarray(cell["curve"], dtype=float), order=order,
+                                   seed=seed, n_seeds=n_seeds, asymmetry=asymmetry)
+        except (ValueError, TypeError):  # no ok run, or a curve without a shape
+            rows.append(row)
+            continue
+        row.update(chain_mu_right=fit.mu_right, chain_asymmetry=fit.asymmetry,
+                   chain_noise=fit.noise, fit_residual=fit.residual)
+        for name in PARAMETERS:
+            row[f"{name}_low"], row[f"{name}_high"] = fit.uncertainty[name]
+            row[f"{name}_identified"] = fit.identified[name]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def analogy_correlations(fits, axis: str) -> dict:
+    """Spearman rank correlations that test the analogy on :func:`fit_sweep` output.
+
+    ``friction``: fitted μ→ against the nonlinearity 1 − α; ``shaking``:
+    fitted chain noise against the network's noise (the axis value; for
+    ``batch_size`` its inverse, as a smaller batch is noisier).  Each is
+    ``{"rho": ..., "p": ..., "n": cells}``; the analogy predicts rho > 0.
+    """
+    from scipy.stats import spearmanr
+
+    ok = fits.dropna(subset=["chain_mu_right"])
+    noisiness = 1.0 / ok[axis] if axis == "batch_size" else ok[axis]
+    out = {}
+    for name, x, y in (("friction", 1.0 - ok["slope"], ok["chain_mu_right"]),
+                       ("shaking", noisiness, ok["chain_noise"])):
+        if len(ok) < 3 or x.nunique() < 2 or y.nunique() < 2:
+            out[name] = {"rho": float("nan"), "p": float("nan"), "n": int(len(ok))}
+            continue
+        rho, p = spearmanr(x, y)
+        out[name] = {"rho": float(rho), "p": float(p), "n": int(len(ok))}
+    return out
+
+
+def plot_fit_maps(fits, axis: str, *, title: "str | None" = None):
+    """Fitted chain friction μ→ and noise ε̄ as two heat maps in the phase-diagram layout.
+
+    A value the cell's curve does not pin down (``*_identified`` False) is
+    printed with a trailing "?".
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    from dnn_spring.plots import AXIS_LABELS, axis_order
+
+    rows = sorted(fits["slope"].unique())
+    cols = axis_order(axis, fits[axis].unique())
+    with figure_style():
+        fig, axes = plt.subplots(1, 2, figsize=(2.2 + 1.1 * len(cols), 0.9 + 0.55 * len(rows)),
+                                 layout="constrained")
+        for ax, column, flag, label in zip(
+                axes, ("chain_mu_right", "chain_noise"), ("mu_right", "noise"),
+                ("fitted friction μ→", "fitted chain noise ε̄")):
+            grid = fits.pivot_table(index="slope", columns=axis, values=column, aggfunc="mean")
+            data = grid.reindex(index=rows, columns=cols).to_numpy(dtype=float)
+            flags = fits[f"{flag}_identified"] if f"{flag}_identified" in fits else None
+            sure = fits.assign(ok=0.0 if flags is None else flags.fillna(False).astype(float))
+            known = sure.pivot_table(index="slope", columns=axis, values="ok", aggfunc="min")
+            known = known.reindex(index=rows, columns=cols).to_numpy(dtype=float)
+            finite = data[np.isfinite(data) & (data > 0)]
+            norm = LogNorm(finite.min(), finite.max()) if finite.size and \
+                finite.min() < finite.max() else None
+            image = ax.imshow(data, cmap="viridis", norm=norm, aspect="auto")
+            for (i, j), x in np.ndenumerate(data):
+                if np.isfinite(x):
+                    mark = "" if known[i, j] == 1 else "?"
+                    ax.text(j, i, f"{x:.2g}{mark}", ha="center", va="center", fontsize=6,
+                            color="white" if norm is not None and norm(x) < 0.4 else "black")
+            ax.set_xticks(range(len(cols)), [f"{v:g}" for v in cols], rotation=45)
+            ax.set_yticks(range(len(rows)), [f"{s:g}" for s in rows])
+            ax.set_xlabel(f"{AXIS_LABELS.get(axis, axis)}  (noise decreases →)")
+            ax.set_ylabel("LeakyReLU slope α")
+            fig.colorbar(image, ax=ax, label=label)
+        if title:
+            fig.suptitle(title)
     return fig

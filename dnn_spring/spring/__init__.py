@@ -45,8 +45,12 @@ from dnn_spring.spring.plots import (
     plot_spring_phase_diagram,
 )
 from dnn_spring.spring.result import ChainBatchResult, ChainResult, chain_curve, evenness
+from dnn_spring.spring.fit import SpringBlockFit, fit_spring_block, normalise_curve
 
 __all__ = [
+    "fit_spring_block",
+    "SpringBlockFit",
+    "normalise_curve",
     "NOISE_MODES",
     "BACKENDS",
     "SDEINT_METHODS",

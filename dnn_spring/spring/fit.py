@@ -1,0 +1,313 @@
+"""Fit a spring–block chain to a measured load curve.
+
+:func:`fit_spring_block` finds the friction pair (μ→ and the asymmetry
+μ←/μ→) and the noise ε̄ of the chain whose mean load curve has the shape of
+a measured one.  The chain has ``L = len(curve) − 1`` blocks, so its curve
+``y − x_ℓ``, ``ℓ = 0..L``, has as many points as the measured one.
+
+**Shape, not scale.**  Log D and the chain's distance to go live on
+different scales, so both curves are mapped affinely to start at 1 and end
+at 0: ``(c − c_last) / (c_first − c_last)``.  The residual is the root mean
+square difference of the two normalised curves over the inner points.  The
+fitted curve is reported on the measured curve's scale (the inverse map).
+
+**Method.**  A coarse grid over (μ→, μ←/μ→, ε̄), every point simulated for
+``n_seeds`` seeds, all in one batched call of the vectorised simulator (the
+grid depends only on L, so it is computed once per process and reused for
+every curve of that length); the target is the seed mean.  Then a local
+refinement: a finer grid around the best coarse point, twice, one batched
+call each.  Every simulation uses the same seeds (common random numbers), so
+the residual is a deterministic function of the parameters.
+
+**Uncertainty.**  Every simulated point whose residual is within
+``tolerance`` of the best is accepted; ``tolerance`` adds the seed noise of
+the fitted mean curve to a floor (:data:`RESIDUAL_FLOOR`).  A parameter's
+interval spans its accepted values, widened by one grid step on each side.
+A parameter whose accepted values cover most of its grid range
+(:data:`UNIDENTIFIED_SHARE`) cannot be told from the curve: ``identified``
+says so, instead of a false precision.  A linear curve, for instance, fixes
+only "noise at least comparable to friction".
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dnn_spring.checks import check_choice, check_range
+from dnn_spring.spring.config import FirstOrderConfig, LangevinConfig
+from dnn_spring.spring.first_order import simulate_first_order_batch
+from dnn_spring.spring.langevin import simulate_langevin_batch
+from dnn_spring.spring.result import chain_curve
+
+__all__ = ["fit_spring_block", "SpringBlockFit", "normalise_curve", "PARAMETERS"]
+
+#: The fitted parameters, in the order of the grid axes.
+PARAMETERS = ("mu_right", "asymmetry", "noise")
+#: The smallest residual tolerance (in units of the normalised curve).
+RESIDUAL_FLOOR = 0.02
+#: Accepted values covering this share of a parameter's log-range: not identified.
+UNIDENTIFIED_SHARE = 0.6
+# Coarse grids per chain order: μ→, μ←/μ→ and ε̄ (relative to the spring force
+# k·y / L of a straight chain; the Langevin chain's k is 0.1 by default).
+_GRIDS = {
+    1: (np.geomspace(0.005, 1.0, 12), np.geomspace(0.25, 4.0, 9),
+        np.geomspace(0.005, 1.6, 12)),
+    2: (np.geomspace(0.0003, 0.05, 10), np.geomspace(0.25, 4.0, 7),
+        np.geomspace(0.0003, 0.05, 10)),
+}
+
+
+@dataclass(frozen=True)
+class SpringBlockFit:
+    """The chain that best reproduces a load curve's shape.
+
+    Attributes
+    ----------
+    mu_right, mu_left, noise : float
+        Fitted friction thresholds μ→, μ← and noise ε̄.
+    asymmetry : float
+        μ←/μ→.
+    curve : numpy.ndarray of shape (L + 1,)
+        The fitted chain's mean curve on the measured curve's scale.
+    target : numpy.ndarray of shape (L + 1,)
+        The measured curve.
+    residual : float
+        RMS difference of the normalised curves (inner points).
+    tolerance : float
+        Residuals up to ``residual + tolerance`` were accepted.
+    uncertainty : dict
+        ``{parameter: (low, high)}`` over the accepted points.
+    identified : dict
+        ``{parameter: bool}``; False when the curve does not pin it down.
+    order, n_blocks, n_seeds : int
+    grid : pandas.DataFrame
+        Every simulated point: parameters, residual, accepted.
+    """
+
+    mu_right: float
+    mu_left: float
+    noise: float
+    asymmetry: float
+    curve: np.ndarray
+    target: np.ndarray
+    residual: float
+    tolerance: float
+    uncertainty: dict
+    identified: dict
+    order: int
+    n_blocks: int
+    n_seeds: int
+    grid: object = field(repr=False)
+
+    def as_dict(self) -> dict:
+        """Parameters, residual, intervals and identifiability as a flat dict."""
+        out = {"mu_right": self.mu_right, "mu_left": self.mu_left, "noise": self.noise,
+               "asymmetry": self.asymmetry, "residual": self.residual,
+               "tolerance": self.tolerance, "order": self.order, "n_blocks": self.n_blocks}
+        for name in PARAMETERS:
+            out[f"{name}_low"], out[f"{name}_high"] = self.uncertainty[name]
+            out[f"{name}_identified"] = self.identified[name]
+        return out
+
+
+def normalise_curve(curve) -> np.ndarray:
+    """``(c − c_last) / (c_first − c_last)``: the curve starts at 1 and ends at 0.
+
+    Raises
+    ------
+    ValueError
+        The curve has fewer than 3 points, non-finite values, or equal ends.
+    """
+    c = np.asarray(curve, dtype=np.float64)
+    if c.ndim != 1 or c.size < 3:
+        raise ValueError(f"`curve` must have at least 3 points, got shape {c.shape}")
+    if not np.all(np.isfinite(c)):
+        raise ValueError(f"`curve` must be finite, got {np.round(c, 4).tolist()}")
+    span = c[0] - c[-1]
+    if abs(span) < 1e-12 * max(1.0, float(np.abs(c).max())):
+        raise ValueError("`curve` must have different first and last values (its shape is "
+                         "measured between them)")
+    return (c - c[-1]) / span
+
+
+def _as_curve(curve) -> np.ndarray:
+    """log D values from a load_curve DataFrame or a run record (logits point dropped),
+    or an array (used as given)."""
+    if isinstance(curve, dict):
+        if not isinstance(curve.get("log_d"), (list, tuple)) or not curve["log_d"]:
+            raise ValueError("`curve` record must have a non-empty 'log_d' list")
+        curve = list(curve["log_d"])[:-1]
+    elif hasattr(curve, "columns"):
+        if "log_d" not in curve.columns:
+            raise ValueError("`curve` DataFrame must have a 'log_d' column (a load_curve frame)")
+        curve = curve["log_d"].to_numpy()[:-1]
+    values = np.asarray([np.nan if v is None else v for v in np.ravel(curve)], dtype=np.float64)
+    normalise_curve(values)  # checks it
+    return values
+
+
+def _configs(order: int, n_blocks: int, points: np.ndarray, n_steps: "int | None") -> list:
+    out = []
+    for mu, asym, eps in points:
+        common = {"n_blocks": n_blocks, "mu_right": float(mu), "mu_left": float(mu * asym),
+                  "noise": float(eps)}
+        if order == 1:
+            out.append(FirstOrderConfig(**common, **({"n_steps": n_steps} if n_steps else {})))
+        else:
+            extra = {"t_max": n_steps * LangevinConfig.dt} if n_steps else {}
+            out.append(LangevinConfig(**common, **extra))
+    return out
+
+
+def _simulate(order: int, n_blocks: int, points: np.ndarray, seeds: tuple,
+              n_steps: "int | None") -> np.ndarray:
+    """Normalised mean curves (P, L + 1) and the seed noise (P,) of parameter points (P, 3)."""
+    configs = _configs(order, n_blocks, points, n_steps)
+    batch = [c for c in configs for _ in seeds]
+    seed_list = [s for _ in configs for s in seeds]
+    if order == 1:
+        result = simulate_first_order_batch(batch, seed=seed_list,
+                                            record_every=batch[0].n_steps)
+    else:
+        steps = int(round(batch[0].t_max / batch[0].dt))
+        result = simulate_langevin_batch(batch, seed=seed_list, record_every=steps)
+    y = np.array([c.y for c in batch])
+    curves = chain_curve(result.final, y).reshape(len(configs), len(seeds), n_blocks + 1)
+    mean = curves.mean(1)
+    span = mean[:, :1] - mean[:, -1:]
+    span = np.where(np.abs(span) < 1e-12, np.nan, span)
+    normalised = (mean - mean[:, -1:]) / span
+    sem = (curves.std(1) / max(1, len(seeds) - 1) ** 0.5) / np.abs(span)
+    return normalised, np.sqrt(np.nanmean(sem[:, 1:-1] ** 2, axis=1))
+
+
+def _axes(order: int, asymmetry: "float | None") -> tuple:
+    mu, asym, eps = _GRIDS[order]
+    return mu, (asym if asymmetry is None else np.array([float(asymmetry)])), eps
+
+
+@functools.lru_cache(maxsize=8)
+def _coarse(order: int, n_blocks: int, seeds: tuple, n_steps: "int | None",
+            asymmetry: "float | None") -> tuple:
+    points = np.array(list(itertools.product(*_axes(order, asymmetry))))
+    curves, noise = _simulate(order, n_blocks, points, seeds, n_steps)
+    return points, curves, noise
+
+
+def _residuals(curves: np.ndarray, target: np.ndarray) -> np.ndarray:
+    diff = curves[:, 1:-1] - target[1:-1]
+    out = np.sqrt(np.mean(diff**2, axis=1))
+    return np.where(np.isfinite(out), out, np.inf)
+
+
+def _local_grid(best: np.ndarray, steps: np.ndarray, order: int) -> np.ndarray:
+    """5 × 5 × 5 points around ``best`` spanning one coarse step (log scale) each way
+    (one point along a fixed asymmetry)."""
+    axes = [best[i] * steps[i] ** np.linspace(-1, 1, 5 if steps[i] > 1 else 1)
+            for i in range(3)]
+    lo = [a.min() for a in _GRIDS[order]]
+    axes = [np.clip(a, lo[i] * 0.5, None) for i, a in enumerate(axes)]
+    return np.array(list(itertools.product(*axes)))
+
+
+def _intervals(points, accepted, order, asymmetry) -> tuple:
+    uncertainty, identified = {}, {}
+    for i, name in enumerate(PARAMETERS):
+        axis = _axes(order, asymmetry)[i]
+        if axis.size == 1:  # held fixed
+            uncertainty[name], identified[name] = (float(axis[0]), float(axis[0])), True
+            continue
+        step = axis[1] / axis[0]
+        values = points[accepted, i]
+        low, high = float(values.min() / step), float(values.max() * step)
+        uncertainty[name] = (low, high)
+        share = np.log(min(high, axis[-1]) / max(low, axis[0])) / np.log(axis[-1] / axis[0])
+        identified[name] = bool(share < UNIDENTIFIED_SHARE)
+    return uncertainty, identified
+
+
+def fit_spring_block(curve, *, order: int = 1, seed: int = 0, n_seeds: int = 4,
+                     n_steps: "int | None" = None,
+                     asymmetry: "float | None" = None) -> SpringBlockFit:
+    """Fit the chain's friction pair and noise to a measured load curve's shape.
+
+    Parameters
+    ----------
+    curve : pandas.DataFrame, dict or array-like
+        A :func:`~dnn_spring.load_curve` frame (its ``log_d`` column) or a
+        run record (its ``log_d`` list), whose last point, the logits, is
+        dropped: the chain's curve has no logits point (a depth-8 network's
+        8 points before the logits give the 7-block chain of SPEC §7).  Or
+        the log D values themselves, input first, used as given.
+        ``L = len(curve) − 1`` blocks (after dropping the logits).
+    order : {1, 2}, default=1
+        The first-order chain (SPEC §7 defaults: k = 1, η = 0.01) or the
+        Langevin chain (its defaults: k = 0.1, dt = 0.05).
+    seed : int, default=0
+        The chains use seeds ``seed .. seed + n_seeds − 1``.
+    n_seeds : int, default=4
+        Chains averaged per parameter point.
+    n_steps : int, optional
+        Steps per chain (default: the config's, 10,000 for order 1, 14,000
+        for order 2).
+    asymmetry : float, optional
+        Hold μ←/μ→ at this value and fit μ→ and ε̄ only (e.g. 1.0 for
+        symmetric friction); default: fit it too, over [0.25, 4].
+
+    Returns
+    -------
+    SpringBlockFit
+
+    Raises
+    ------
+    ValueError
+        A curve with fewer than 3 points, non-finite values or equal ends;
+        a bad ``order``, ``n_seeds`` or ``n_steps``.
+    """
+    check_choice("order", order, (1, 2))
+    check_range("n_seeds", n_seeds, 1)
+    if asymmetry is not None:
+        check_range("asymmetry", float(asymmetry), 0.0, lo_open=True)
+    if n_steps is not None:
+        check_range("n_steps", n_steps, 1)
+    target_raw = _as_curve(curve)
+    target = normalise_curve(target_raw)
+    n_blocks = len(target) - 1
+    seeds = tuple(int(seed) + i for i in range(int(n_seeds)))
+    points, curves, noise = _coarse(order, n_blocks, seeds, n_steps,
+                                    None if asymmetry is None else float(asymmetry))
+    residuals = _residuals(curves, target)
+    steps = np.array([a[1] / a[0] if a.size > 1 else 1.0 for a in _axes(order, asymmetry)])
+    all_points, all_res, all_noise = [points], [residuals], [noise]
+    best = points[np.argmin(residuals)]
+    for _ in range(2):  # refine: one coarse step each way, then a third of it
+        local = _local_grid(best, steps, order)
+        local_curves, local_noise = _simulate(order, n_blocks, local, seeds, n_steps)
+        all_points.append(local)
+        all_res.append(_residuals(local_curves, target))
+        all_noise.append(local_noise)
+        joined = np.concatenate(all_res)
+        best = np.concatenate(all_points)[np.argmin(joined)]
+        steps = steps ** (1 / 3)  # a fixed axis keeps its step of 1
+    points, residuals = np.concatenate(all_points), np.concatenate(all_res)
+    noise = np.concatenate(all_noise)
+    i = int(np.argmin(residuals))
+    tolerance = max(RESIDUAL_FLOOR, 2.0 * float(noise[i]))
+    accepted = residuals <= residuals[i] + tolerance
+    uncertainty, identified = _intervals(points, accepted, order, asymmetry)
+    mu, asym, eps = (float(v) for v in points[i])
+    fitted, _ = _simulate(order, n_blocks, points[i:i + 1], seeds, n_steps)
+    scale = target_raw[0] - target_raw[-1]
+    import pandas as pd
+
+    grid = pd.DataFrame(points, columns=list(PARAMETERS)).assign(residual=residuals,
+                                                                 accepted=accepted)
+    return SpringBlockFit(mu_right=mu, mu_left=mu * asym, noise=eps, asymmetry=asym,
+                          curve=fitted[0] * scale + target_raw[-1], target=target_raw,
+                          residual=float(residuals[i]), tolerance=tolerance,
+                          uncertainty=uncertainty, identified=identified, order=order,
+                          n_blocks=n_blocks, n_seeds=len(seeds), grid=grid)

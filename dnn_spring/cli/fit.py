@@ -1,4 +1,4 @@
-"""``dnn-spring fit``: a spring–block chain fitted to every cell of a sweep."""
+"""``dnn-spring fit`` (a chain fitted to every cell of a sweep) and ``dnn-spring animate``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ __all__ = ["add_parser"]
 
 
 def add_parser(subparsers) -> None:
-    """Register ``fit``."""
+    """Register ``fit`` and ``animate``."""
+    _add_animate(subparsers)
     p = subparsers.add_parser(
         "fit", help="fit a spring-block chain to every cell of a sweep",
         description="Fit the first-order chain's friction mu_right, asymmetry mu_left/mu_right "
@@ -60,4 +61,51 @@ def _run_fit(args) -> int:
         print(f"{text}: Spearman rho {c['rho']:+.2f} (p {c['p']:.2g}, {c['n']} cells)")
     print(f"wrote {out}, {out.with_suffix('.json')}, " + ", ".join(map(str, figure)),
           file=sys.stderr)
+    return 0
+
+
+def _add_animate(subparsers) -> None:
+    p = subparsers.add_parser(
+        "animate", help="GIF: the spring-block chain moving beside a network's load curve",
+        description="An animated GIF of the chain (blocks and springs on a ruler) beside a "
+        "network's load curve over training; the chain is the one fitted to the network's final "
+        "curve (symmetric friction).  Settings: lazy (ReLU, no noise) and active (slope 0.3, "
+        "data noise 0.4).  Without --record it trains the setting's network on mnist5k itself.")
+    p.add_argument("--setting", choices=("lazy", "active"), default="lazy")
+    p.add_argument("--record", help="JSON run record with a trajectory (train with "
+                   "--curve-every); default: train the setting's network now")
+    p.add_argument("--epochs", type=int, default=100,
+                   help="epochs when training the network here (default 100)")
+    p.add_argument("--frames", type=int, default=50, help="frames (default 50)")
+    p.add_argument("--fps", type=int, default=10, help="frames per second (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="network and chain seed (default 0)")
+    p.add_argument("--out", help="GIF file; default figs/animate_<setting>.gif")
+    p.set_defaults(func=_run_animate)
+
+
+def _run_animate(args) -> int:
+    from dnn_spring.animate import animate_chain_and_network, fitted_chain, setting_config
+    from dnn_spring.train import train_run
+
+    run = setting_config(args.setting, epochs=args.epochs, seed=args.seed)
+    if args.record:
+        try:
+            record = json.loads(Path(args.record).read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"`--record` {args.record} is not JSON ({exc})") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"`--record` must hold one JSON object, got {type(record).__name__}")
+    else:
+        print(f"training the {args.setting} network: {run.model.arch}, slope {run.model.slope}, "
+              f"noise {run.train.noise}, {run.train.epochs} epochs on mnist5k", file=sys.stderr)
+        record = train_run(run, progress=True)
+        if record["status"] != "ok":
+            raise ValueError(f"the network's run ended {record['status']}: {record['error']}")
+    chain = fitted_chain(record, seed=args.seed)
+    name = args.setting if not args.record else Path(args.record).stem
+    title = (f"{name}: network (slope {record.get('slope')}, noise {record.get('noise')}) beside "
+             f"its fitted chain (friction {chain.mu_right:.2g}, noise {chain.noise:.2g})")
+    out = animate_chain_and_network(chain, record, args.out or f"figs/animate_{args.setting}.gif",
+                                    frames=args.frames, fps=args.fps, seed=args.seed, title=title)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)", file=sys.stderr)
     return 0

@@ -117,3 +117,19 @@ def test_fit_sweep_and_the_analogy_correlations(tmp_path, capsys):
     saved = json.loads((tmp_path / "fit.json").read_text())
     assert saved["axis"] == "noise" and set(saved) >= {"friction", "shaking"}
     assert cli_main(["fit", str(tmp_path / "missing")]) == 2
+
+
+def test_the_langevin_chain_can_be_fitted_too():
+    from dnn_spring.spring import LangevinConfig
+    from dnn_spring.spring.langevin import simulate_langevin_batch
+
+    steps = 2000
+    truth = {"mu_right": 0.003, "asymmetry": 4 / 3, "noise": 0.003}  # SPEC §7 reference values
+    config = LangevinConfig(n_blocks=L, mu_right=0.003, mu_left=0.004, noise=0.003,
+                            t_max=steps * LangevinConfig.dt)
+    made = simulate_langevin_batch([config] * 8, seed=list(range(100, 108)), record_every=steps)
+    fit = fit_spring_block(made.curves.mean(0), order=2, n_steps=steps)
+    assert fit.order == 2 and fit.residual < 0.05
+    for param, value in truth.items():
+        low, high = fit.uncertainty[param]
+        assert low <= value <= high, (param, value, (low, high))

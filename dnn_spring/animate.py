@@ -63,7 +63,9 @@ def _scaled(curve, final) -> np.ndarray:
 def _network_frames(record: dict) -> tuple:
     """``(epochs, curves (T, L + 1))`` of a record's trajectory, logits dropped."""
     trajectory = record.get("trajectory") or []
-    points = [(p["epoch"], p["log_d"][:-1]) for p in trajectory
+    if not isinstance(trajectory, list) or not all(isinstance(p, dict) for p in trajectory):
+        raise ValueError('`record` trajectory must be a list of {"epoch": ..., "log_d": [...]}')
+    points = [(p.get("epoch"), p["log_d"][:-1]) for p in trajectory
               if p.get("log_d") and all(v is not None for v in p["log_d"])]
     if len(points) < 2:
         raise ValueError("`record` must carry a trajectory of at least 2 load curves "

@@ -193,7 +193,8 @@ def fit_sweep(table, *, axis=None, order: int = 1, seed: int = 0, n_seeds: int =
     rows = []
     for _, cell in tqdm(cells.iterrows(), total=len(cells), disable=not progress, desc="fit"):
         row = {"slope": cell["slope"], axis: cell[axis], "n": cell["n"],
-               "test_acc": cell["test_acc"], "regime": cell["regime"]}
+               "test_acc": cell["test_acc"], "regime": cell["regime"],
+               **dict.fromkeys(FIT_COLUMNS, np.nan)}
         try:
             fit = fit_spring_block(np.asarray(cell["curve"], dtype=float), order=order,
                                    seed=seed, n_seeds=n_seeds, asymmetry=asymmetry)
@@ -216,11 +217,14 @@ def analogy_correlations(fits, axis: str) -> dict:
     fitted chain noise against the network's noise (the axis value; for
     ``batch_size`` its inverse, as a smaller batch is noisier).  Each is
     ``{"rho": ..., "p": ..., "n": cells}``; the analogy predicts rho > 0.
+    Every fitted cell counts, identified or not.
     """
     from scipy.stats import spearmanr
 
     ok = fits.dropna(subset=["chain_mu_right"])
-    noisiness = 1.0 / ok[axis] if axis == "batch_size" else ok[axis]
+    # a smaller batch is noisier; batch_size 0 is full batch, the least noisy
+    noisiness = ok[axis].map(lambda b: 0.0 if b == 0 else 1.0 / b) if axis == "batch_size" \
+        else ok[axis]
     out = {}
     for name, x, y in (("friction", 1.0 - ok["slope"], ok["chain_mu_right"]),
                        ("shaking", noisiness, ok["chain_noise"])):

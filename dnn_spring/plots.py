@@ -120,7 +120,7 @@ def cell_table(table: pd.DataFrame, *, axis: "str | None" = None) -> pd.DataFram
 def _cells(table: pd.DataFrame, axis: str) -> pd.DataFrame:
     rows = []
     for (slope, value), runs in table.groupby(["slope", axis], sort=False):
-        ok = runs[(runs["status"] == "ok") & runs["log_d"].map(lambda c: c is not None and len(c) >= 4)]
+        ok = runs[(runs["status"] == "ok") & runs["log_d"].map(lambda c: isinstance(c, (list, tuple, np.ndarray)) and len(c) >= 4)]
         row = {"slope": slope, axis: value, "n": len(ok), "n_runs": len(runs),
                "test_acc": ok["test_acc"].mean() if len(ok) else np.nan,
                "curve": None, "curve_std": None, "logits": np.nan, "c": np.nan, "regime": None}

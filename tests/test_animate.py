@@ -51,10 +51,16 @@ def test_cli_animates_a_record_and_a_run_it_trains(tmp_path, capsys):
     with Image.open(out) as gif:
         assert gif.n_frames == 4
     trained = tmp_path / "trained.gif"
-    assert cli_main(["animate", "--setting", "active", "--epochs", "2", "--frames", "3",
+    assert cli_main(["animate", "--setting", "lazy", "--epochs", "20", "--frames", "3",
                      "--out", str(trained)]) == 0
     assert trained.stat().st_size > 0
     capsys.readouterr()
+    # after 2 epochs log D still rises with depth: no chain makes that, one line says so
+    assert cli_main(["animate", "--setting", "active", "--epochs", "2", "--frames", "3",
+                     "--out", str(trained)]) == 2
+    assert "must fall from its first to its last point" in capsys.readouterr().err
+    assert cli_main(["animate", "--frames", "1"]) == 2  # checked before any training
+    assert "`--frames` must be >= 2, got 1" in capsys.readouterr().err
     source.write_text("not json")
     assert cli_main(["animate", "--record", str(source), "--out", str(out)]) == 2
     assert "is not JSON" in capsys.readouterr().err

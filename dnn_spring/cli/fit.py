@@ -44,12 +44,16 @@ def _run_fit(args) -> int:
     from dnn_spring.records import load_table, save_table
 
     check_range("--seeds", args.seeds, 1)
+    if args.asymmetry is not None:
+        check_range("--asymmetry", args.asymmetry, 0.0, lo_open=True)
+    out = Path(args.out or f"results/fit_{Path(str(args.source).rstrip('/')).stem}.csv")
+    if out.suffix not in (".csv", ".parquet"):
+        raise ValueError(f"`--out` must end in .csv or .parquet, got {str(out)!r}")
     name = Path(str(args.source).rstrip("/")).stem
     table = _select(load_table(args.source), args.where)
     axis = args.axis or infer_axis(table)
     fits = fit_sweep(table, axis=axis, order=args.order, n_seeds=args.seeds,
                      asymmetry=args.asymmetry, progress=not args.no_progress)
-    out = Path(args.out or f"results/fit_{name}.csv")
     save_table(fits, out)
     correlations = analogy_correlations(fits, axis)
     out.with_suffix(".json").write_text(json.dumps({"axis": axis, **correlations}, indent=1))
@@ -79,14 +83,18 @@ def _add_animate(subparsers) -> None:
     p.add_argument("--frames", type=int, default=50, help="frames (default 50)")
     p.add_argument("--fps", type=int, default=10, help="frames per second (default 10)")
     p.add_argument("--seed", type=int, default=0, help="network and chain seed (default 0)")
-    p.add_argument("--out", help="GIF file; default figs/animate_<setting>.gif")
+    p.add_argument("--out", help="GIF file; default figs/animate_<setting>.gif, or "
+                   "figs/animate_<record name>.gif with --record")
     p.set_defaults(func=_run_animate)
 
 
 def _run_animate(args) -> int:
     from dnn_spring.animate import animate_chain_and_network, fitted_chain, setting_config
+    from dnn_spring.checks import check_range
     from dnn_spring.train import train_run
 
+    check_range("--frames", args.frames, 2)
+    check_range("--fps", args.fps, 1)
     run = setting_config(args.setting, epochs=args.epochs, seed=args.seed)
     if args.record:
         try:
@@ -105,7 +113,7 @@ def _run_animate(args) -> int:
     name = args.setting if not args.record else Path(args.record).stem
     title = (f"{name}: network (slope {record.get('slope')}, noise {record.get('noise')}) beside "
              f"its fitted chain (friction {chain.mu_right:.2g}, noise {chain.noise:.2g})")
-    out = animate_chain_and_network(chain, record, args.out or f"figs/animate_{args.setting}.gif",
+    out = animate_chain_and_network(chain, record, args.out or f"figs/animate_{name}.gif",
                                     frames=args.frames, fps=args.fps, seed=args.seed, title=title)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)", file=sys.stderr)
     return 0

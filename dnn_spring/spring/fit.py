@@ -20,13 +20,18 @@ call each.  Every simulation uses the same seeds (common random numbers), so
 the residual is a deterministic function of the parameters.
 
 **Uncertainty.**  Every simulated point whose residual is within
-``tolerance`` of the best is accepted; ``tolerance`` adds the seed noise of
-the fitted mean curve to a floor (:data:`RESIDUAL_FLOOR`).  A parameter's
-interval spans its accepted values, widened by one grid step on each side.
-A parameter whose accepted values cover most of its grid range
-(:data:`UNIDENTIFIED_SHARE`) cannot be told from the curve: ``identified``
-says so, instead of a false precision.  A linear curve, for instance, fixes
-only "noise at least comparable to friction".
+``tolerance`` of the best is accepted, ``tolerance = max(RESIDUAL_FLOOR,
+2 × the seed standard error of the best point's mean curve)``.  A
+parameter's interval spans its accepted values, widened by one coarse grid
+step on each side; a side whose accepted values reach the end of the
+searched range is open (0 or inf): the curve does not bound it there.  A
+parameter is ``identified`` when its interval is closed and covers less
+than :data:`UNIDENTIFIED_SHARE` of the grid's log-range; otherwise the fit
+says it cannot be told from the curve, instead of a false precision.  A
+straight curve, for instance, fixes only "noise at least comparable to
+friction", and a very lazy one only "friction at least so much".  A
+parameter held fixed (``asymmetry=``) has the interval (value, value) and
+``identified`` None.
 """
 
 from __future__ import annotations
@@ -72,17 +77,21 @@ class SpringBlockFit:
     asymmetry : float
         μ←/μ→.
     curve : numpy.ndarray of shape (L + 1,)
-        The fitted chain's mean curve on the measured curve's scale.
+        The fitted chain's mean curve on the measured curve's scale, as long
+        as ``target``: the input curve, or a record's or frame's curve
+        without its logits point.
     target : numpy.ndarray of shape (L + 1,)
-        The measured curve.
+        The measured curve that was fitted.
     residual : float
         RMS difference of the normalised curves (inner points).
     tolerance : float
         Residuals up to ``residual + tolerance`` were accepted.
     uncertainty : dict
-        ``{parameter: (low, high)}`` over the accepted points.
+        ``{parameter: (low, high)}`` over the accepted points, for
+        ``mu_right``, ``asymmetry``, ``noise`` and ``mu_left``.
     identified : dict
-        ``{parameter: bool}``; False when the curve does not pin it down.
+        ``{parameter: bool or None}``; False when the curve does not pin it
+        down, None when it was held fixed.
     order, n_blocks, n_seeds : int
     grid : pandas.DataFrame
         Every simulated point: parameters, residual, accepted.
@@ -131,6 +140,9 @@ def normalise_curve(curve) -> np.ndarray:
     if abs(span) < 1e-12 * max(1.0, float(np.abs(c).max())):
         raise ValueError("`curve` must have different first and last values (its shape is "
                          "measured between them)")
+    if span < 0:
+        raise ValueError(f"`curve` must fall from its first to its last point, as a chain's "
+                         f"does, got {c[0]:.4g} then {c[-1]:.4g}")
     return (c - c[-1]) / span
 
 
@@ -138,14 +150,20 @@ def _as_curve(curve) -> np.ndarray:
     """log D values from a load_curve DataFrame or a run record (logits point dropped),
     or an array (used as given)."""
     if isinstance(curve, dict):
-        if not isinstance(curve.get("log_d"), (list, tuple)) or not curve["log_d"]:
+        values = curve.get("log_d")
+        if values is None or np.ndim(values) != 1 or len(values) == 0:
             raise ValueError("`curve` record must have a non-empty 'log_d' list")
-        curve = list(curve["log_d"])[:-1]
+        curve = list(values)[:-1]
     elif hasattr(curve, "columns"):
         if "log_d" not in curve.columns:
             raise ValueError("`curve` DataFrame must have a 'log_d' column (a load_curve frame)")
-        curve = curve["log_d"].to_numpy()[:-1]
-    values = np.asarray([np.nan if v is None else v for v in np.ravel(curve)], dtype=np.float64)
+        if "is_logits" in curve.columns:
+            curve = curve.loc[~curve["is_logits"].astype(bool), "log_d"].to_numpy()
+        else:
+            curve = curve["log_d"].to_numpy()[:-1]
+    if np.ndim(curve) != 1:
+        raise ValueError(f"`curve` must be one curve (1-D), got shape {np.shape(curve)}")
+    values = np.asarray([np.nan if v is None else v for v in curve], dtype=np.float64)
     normalise_curve(values)  # checks it
     return values
 
@@ -209,8 +227,8 @@ def _local_grid(best: np.ndarray, steps: np.ndarray, order: int) -> np.ndarray:
     (one point along a fixed asymmetry)."""
     axes = [best[i] * steps[i] ** np.linspace(-1, 1, 5 if steps[i] > 1 else 1)
             for i in range(3)]
-    lo = [a.min() for a in _GRIDS[order]]
-    axes = [np.clip(a, lo[i] * 0.5, None) for i, a in enumerate(axes)]
+    axes = [a if a.size == 1 else np.clip(a, g.min(), g.max())
+            for a, g in zip(axes, _GRIDS[order])]
     return np.array(list(itertools.product(*axes)))
 
 
@@ -219,14 +237,21 @@ def _intervals(points, accepted, order, asymmetry) -> tuple:
     for i, name in enumerate(PARAMETERS):
         axis = _axes(order, asymmetry)[i]
         if axis.size == 1:  # held fixed
-            uncertainty[name], identified[name] = (float(axis[0]), float(axis[0])), True
+            uncertainty[name], identified[name] = (float(axis[0]), float(axis[0])), None
             continue
         step = axis[1] / axis[0]
         values = points[accepted, i]
-        low, high = float(values.min() / step), float(values.max() * step)
+        at_edge = np.isclose(values.min(), axis[0]), np.isclose(values.max(), axis[-1])
+        low = 0.0 if at_edge[0] else float(values.min() / step)
+        high = float("inf") if at_edge[1] else float(values.max() * step)
         uncertainty[name] = (low, high)
         share = np.log(min(high, axis[-1]) / max(low, axis[0])) / np.log(axis[-1] / axis[0])
-        identified[name] = bool(share < UNIDENTIFIED_SHARE)
+        identified[name] = bool(not any(at_edge) and share < UNIDENTIFIED_SHARE)
+    left = points[accepted, 0] * points[accepted, 1]
+    step = _GRIDS[order][0][1] / _GRIDS[order][0][0]
+    low = 0.0 if uncertainty["mu_right"][0] == 0.0 else float(left.min() / step)
+    high = float("inf") if uncertainty["mu_right"][1] == float("inf") else float(left.max() * step)
+    uncertainty["mu_left"] = (low, high)
     return uncertainty, identified
 
 

@@ -3,10 +3,11 @@
 Left, the spring–block chain as it moves: blocks on a ruler from the wall
 (x = 0) to the pulled end (x = y), joined by springs drawn as zig-zags whose
 width shows their extension, the load each one carries.  Right, the load
-curves at the same moment of their runs, both normalised to start at 1 and
-end at 0 (as :func:`~dnn_spring.spring.fit_spring_block` compares them):
-the chain's distance to go ``y − x_ℓ`` and the network's log D per layer
-(its logits point dropped), with the final curves drawn faintly.  Frame
+curves at the same moment of their runs, each scaled so that its final
+curve starts at 1 and ends at 0 (as :func:`~dnn_spring.spring.fit_spring_block`
+compares them): the chain's distance to go ``y − x_ℓ`` and the network's
+log D per layer (its logits point dropped), with the final curves drawn
+faintly.  Frame
 ``i`` of ``n`` shows both runs at the same fraction of their length.
 
 The chain is the one :func:`~dnn_spring.spring.fit_spring_block` fits to
@@ -30,7 +31,8 @@ import numpy as np
 
 from dnn_spring.checks import check_choice, check_range
 from dnn_spring.config import RunConfig
-from dnn_spring.spring import FirstOrderConfig, fit_spring_block, simulate_first_order
+from dnn_spring.spring import (FirstOrderConfig, chain_curve, fit_spring_block,
+                               simulate_first_order)
 
 __all__ = ["SETTINGS", "setting_config", "fitted_chain", "animate_chain_and_network"]
 
@@ -139,7 +141,7 @@ def animate_chain_and_network(chain, record: dict, out, *, frames: int = 50, fps
     result = simulate_first_order(chain, seed=seed,
                                   record_every=max(1, chain.n_steps // (4 * frames)))
     traj, y = result.trajectory, chain.y
-    chain_curves = y - np.concatenate([np.zeros((len(traj), 1)), traj], axis=1)
+    chain_curves = chain_curve(traj, y)
     chain_curves, curves = _scaled(chain_curves, chain_curves[-1]), _scaled(curves, curves[-1])
     low = min(-0.2, float(np.nanmin(curves)), float(np.nanmin(chain_curves)))
     high = max(1.2, float(np.nanmax(curves)), float(np.nanmax(chain_curves)))

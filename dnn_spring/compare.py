@@ -245,7 +245,7 @@ def plot_fit_maps(fits, axis: str, *, title: "str | None" = None):
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
 
-    from dnn_spring.plots import AXIS_LABELS, axis_order
+    from dnn_spring.plots import axis_order, heat_map
 
     rows = sorted(fits["slope"].unique())
     cols = axis_order(axis, fits[axis].unique())
@@ -264,17 +264,8 @@ def plot_fit_maps(fits, axis: str, *, title: "str | None" = None):
             finite = data[np.isfinite(data) & (data > 0)]
             norm = LogNorm(finite.min(), finite.max()) if finite.size and \
                 finite.min() < finite.max() else None
-            image = ax.imshow(data, cmap="viridis", norm=norm, aspect="auto")
-            for (i, j), x in np.ndenumerate(data):
-                if np.isfinite(x):
-                    mark = "" if known[i, j] == 1 else "?"
-                    ax.text(j, i, f"{x:.2g}{mark}", ha="center", va="center", fontsize=6,
-                            color="white" if norm is not None and norm(x) < 0.4 else "black")
-            ax.set_xticks(range(len(cols)), [f"{v:g}" for v in cols], rotation=45)
-            ax.set_yticks(range(len(rows)), [f"{s:g}" for s in rows])
-            ax.set_xlabel(f"{AXIS_LABELS.get(axis, axis)}  (noise decreases →)")
-            ax.set_ylabel("LeakyReLU slope α")
-            fig.colorbar(image, ax=ax, label=label)
+            heat_map(ax, data, rows, cols, axis, label=label, norm=norm,
+                     marks=np.where(known == 1, "", "?"))
         if title:
             fig.suptitle(title)
     return fig

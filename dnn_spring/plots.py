@@ -35,7 +35,7 @@ from dnn_spring.grids import NOISE_AXES
 from dnn_spring.shape import load_shape
 
 __all__ = ["infer_axis", "axis_order", "cell_table", "phase_diagram", "four_panel",
-           "curvature_map", "trajectory_grid"]
+           "curvature_map", "heat_map", "trajectory_grid"]
 
 logger = logging.getLogger("dnn_spring.plots")
 
@@ -279,6 +279,32 @@ def four_panel(tables, *, axes=None, titles=None):
     return fig
 
 
+def heat_map(ax, data, rows, cols, axis: str, *, label: str, cmap: str = "viridis", norm=None,
+             diverging: bool = False, marks=None):
+    """Draw ``data`` (slopes × axis values) on ``ax`` as an annotated heat map with a colour bar.
+
+    The phase-diagram layout: rows are the slopes ``rows``, columns the axis
+    values ``cols`` (most noisy first).  Each finite cell shows its value,
+    followed by ``marks[i][j]`` when given; the text is light on dark cells
+    (far from the centre of a ``diverging`` map).
+    """
+    image = ax.imshow(data, cmap=cmap, norm=norm, aspect="auto")
+    for (i, j), x in np.ndenumerate(data):
+        if np.isfinite(x):
+            level = float(image.norm(x))
+            dark = abs(level - 0.5) > 0.35 if diverging else level < 0.4
+            mark = "" if marks is None else marks[i][j]
+            ax.text(j, i, f"{x:.2g}{mark}", ha="center", va="center", fontsize=6,
+                    color="white" if dark else "black")
+    ax.set_xticks(range(len(cols)), [_fmt(v) if axis == "batch_size" else f"{v:g}" for v in cols],
+                  rotation=45)
+    ax.set_yticks(range(len(rows)), [f"{s:g}" for s in rows])
+    ax.set_xlabel(f"{AXIS_LABELS.get(axis, axis)}  (noise decreases →)")
+    ax.set_ylabel("LeakyReLU slope α")
+    ax.figure.colorbar(image, ax=ax, label=label)
+    return image
+
+
 def curvature_map(table: pd.DataFrame, *, axis: "str | None" = None, value: str = "c",
                   title: "str | None" = None):
     """Heat map of the seed-mean ``value`` (default the curvature c) over the grid.
@@ -299,21 +325,10 @@ def curvature_map(table: pd.DataFrame, *, axis: "str | None" = None, value: str 
     with figure_style():
         fig = _new_figure(_panel_size(*data.shape))
         ax = fig.subplots()
-        norm = CenteredNorm(0.0) if diverging else None
-        image = ax.imshow(data, cmap="RdBu" if diverging else "viridis", norm=norm, aspect="auto")
-        for (i, j), x in np.ndenumerate(data):
-            if np.isfinite(x):
-                level = float(image.norm(x))  # light text on dark cells
-                dark = abs(level - 0.5) > 0.35 if diverging else level < 0.4
-                ax.text(j, i, f"{x:.2g}", ha="center", va="center", fontsize=6,
-                        color="white" if dark else "black")
-        ax.set_xticks(range(data.shape[1]), [_fmt(v) if axis == "batch_size" else f"{v:g}"
-                                             for v in grid.columns], rotation=45)
-        ax.set_yticks(range(data.shape[0]), [f"{s:g}" for s in grid.index])
-        ax.set_xlabel(f"{AXIS_LABELS[axis]}  (noise decreases →)")
-        ax.set_ylabel("LeakyReLU slope α")
         label = {"c": "curvature c  (< 0 concave, > 0 convex)"}.get(value, value)
-        fig.colorbar(image, ax=ax, label=label)
+        heat_map(ax, data, list(grid.index), list(grid.columns), axis, label=label,
+                 cmap="RdBu" if diverging else "viridis",
+                 norm=CenteredNorm(0.0) if diverging else None, diverging=diverging)
         if title:
             ax.set_title(title)
     return fig

@@ -38,7 +38,7 @@ def add_parser(subparsers) -> None:
 def _run_fit(args) -> int:
     from dnn_spring._style import save_figure
     from dnn_spring.checks import check_range
-    from dnn_spring.cli.sweep import _select
+    from dnn_spring.cli.sweep import select_where
     from dnn_spring.compare import analogy_correlations, fit_sweep, plot_fit_maps
     from dnn_spring.plots import infer_axis
     from dnn_spring.records import load_table, save_table
@@ -46,11 +46,11 @@ def _run_fit(args) -> int:
     check_range("--seeds", args.seeds, 1)
     if args.asymmetry is not None:
         check_range("--asymmetry", args.asymmetry, 0.0, lo_open=True)
-    out = Path(args.out or f"results/fit_{Path(str(args.source).rstrip('/')).stem}.csv")
+    name = Path(str(args.source).rstrip("/")).stem
+    out = Path(args.out or f"results/fit_{name}.csv")
     if out.suffix not in (".csv", ".parquet"):
         raise ValueError(f"`--out` must end in .csv or .parquet, got {str(out)!r}")
-    name = Path(str(args.source).rstrip("/")).stem
-    table = _select(load_table(args.source), args.where)
+    table = select_where(load_table(args.source), args.where)
     axis = args.axis or infer_axis(table)
     fits = fit_sweep(table, axis=axis, order=args.order, n_seeds=args.seeds,
                      asymmetry=args.asymmetry, progress=not args.no_progress)

@@ -177,7 +177,7 @@ def _add_plot(subparsers) -> None:
         k.set_defaults(func=_run_plot)
 
 
-def _select(table, where):
+def select_where(table, where):
     """The rows of ``table`` whose fields equal every ``KEY=VALUE`` of ``where``."""
     from dnn_spring.grids import parse_value
 
@@ -205,7 +205,7 @@ def _run_plot(args) -> int:
 
     sources = args.source if isinstance(args.source, list) else [args.source]
     names = [Path(str(s).rstrip("/")).stem for s in sources]
-    tables = [_select(load_table(s), args.where) for s in sources]
+    tables = [select_where(load_table(s), args.where) for s in sources]
     prefix = _PLOTS[args.kind][0]
     if args.kind == "four-panel":
         fig = plots.four_panel(tables, axes=args.axis, titles=names)

@@ -163,9 +163,7 @@ def _as_curve(curve) -> np.ndarray:
             curve = curve["log_d"].to_numpy()[:-1]
     if np.ndim(curve) != 1:
         raise ValueError(f"`curve` must be one curve (1-D), got shape {np.shape(curve)}")
-    values = np.asarray([np.nan if v is None else v for v in curve], dtype=np.float64)
-    normalise_curve(values)  # checks it
-    return values
+    return np.asarray([np.nan if v is None else v for v in curve], dtype=np.float64)
 
 
 def _configs(order: int, n_blocks: int, points: np.ndarray, n_steps: "int | None") -> list:
@@ -300,39 +298,38 @@ def fit_spring_block(curve, *, order: int = 1, seed: int = 0, n_seeds: int = 4,
     if n_steps is not None:
         check_range("n_steps", n_steps, 1)
     target_raw = _as_curve(curve)
-    target = normalise_curve(target_raw)
+    target = normalise_curve(target_raw)  # and checks it
     n_blocks = len(target) - 1
     seeds = tuple(int(seed) + i for i in range(int(n_seeds)))
     points, curves, noise = _coarse(order, n_blocks, seeds, n_steps,
                                     None if asymmetry is None else float(asymmetry))
     residuals = _residuals(curves, target)
     steps = np.array([a[1] / a[0] if a.size > 1 else 1.0 for a in _axes(order, asymmetry)])
-    all_points, all_res, all_noise = [points], [residuals], [noise]
+    all_points, all_curves, all_noise = [points], [curves], [noise]
     best = points[np.argmin(residuals)]
     for _ in range(2):  # refine: one coarse step each way, then a third of it
         local = _local_grid(best, steps, order)
         local_curves, local_noise = _simulate(order, n_blocks, local, seeds, n_steps)
         all_points.append(local)
-        all_res.append(_residuals(local_curves, target))
+        all_curves.append(local_curves)
         all_noise.append(local_noise)
-        joined = np.concatenate(all_res)
-        best = np.concatenate(all_points)[np.argmin(joined)]
+        residuals = np.concatenate([residuals, _residuals(local_curves, target)])
+        best = np.concatenate(all_points)[np.argmin(residuals)]
         steps = steps ** (1 / 3)  # a fixed axis keeps its step of 1
-    points, residuals = np.concatenate(all_points), np.concatenate(all_res)
-    noise = np.concatenate(all_noise)
+    points, noise = np.concatenate(all_points), np.concatenate(all_noise)
     i = int(np.argmin(residuals))
     tolerance = max(RESIDUAL_FLOOR, 2.0 * float(noise[i]))
     accepted = residuals <= residuals[i] + tolerance
     uncertainty, identified = _intervals(points, accepted, order, asymmetry)
     mu, asym, eps = (float(v) for v in points[i])
-    fitted, _ = _simulate(order, n_blocks, points[i:i + 1], seeds, n_steps)
+    fitted = np.concatenate(all_curves)[i]  # every chain has its own stream: as if run alone
     scale = target_raw[0] - target_raw[-1]
     import pandas as pd
 
     grid = pd.DataFrame(points, columns=list(PARAMETERS)).assign(residual=residuals,
                                                                  accepted=accepted)
     return SpringBlockFit(mu_right=mu, mu_left=mu * asym, noise=eps, asymmetry=asym,
-                          curve=fitted[0] * scale + target_raw[-1], target=target_raw,
+                          curve=fitted * scale + target_raw[-1], target=target_raw,
                           residual=float(residuals[i]), tolerance=tolerance,
                           uncertainty=uncertainty, identified=identified, order=order,
                           n_blocks=n_blocks, n_seeds=len(seeds), grid=grid)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from dnn_spring.checks import range_problem, require
+from dnn_spring.conditioning import warn_near_singular
 from dnn_spring.features import feature_label_pairs
 from dnn_spring.metrics import (
     DEFAULT_MAX_INVERSE_WIDTH,
@@ -29,9 +30,6 @@ __all__ = ["list_layers", "load_curve", "INPUT"]
 
 #: Name of the pseudo-layer holding the model's raw input.
 INPUT = "input"
-
-_COLUMNS = ["layer", "point", "module", "width", "n_samples", "log_d", "log_inv_d",
-            "log_trace_ratio", "load", "is_logits"]
 
 
 def list_layers(model: nn.Module, *, types=None, leaves_only: bool = False) -> list:
@@ -216,7 +214,8 @@ def _run_pass(model, recorder, batches, device, sink):
 def load_curve(model: nn.Module, data, labels=None, layers=None, *, batch_size: int = 1024,
                device=None, probes: bool = False, inverse: bool = True, n_classes=None,
                rtol: float = DEFAULT_RTOL, cache_bytes: int = 512 * 2**20,
-               max_inverse_width: int = DEFAULT_MAX_INVERSE_WIDTH) -> pd.DataFrame:
+               max_inverse_width: int = DEFAULT_MAX_INVERSE_WIDTH, method: str = "lowrank",
+               warn: bool = True) -> pd.DataFrame:
     """Measure the separation of classes at each chosen layer of ``model``.
 
     The model is put in eval mode and run under ``no_grad``; every module's
@@ -254,15 +253,23 @@ def load_curve(model: nn.Module, data, labels=None, layers=None, *, batch_size: 
     cache_bytes : int, default=512 MiB
         Keep features up to this size from the first pass to avoid a second
         forward pass.
+    method : {"lowrank", "pinv32"}, default="lowrank"
+        How SS_B is inverted for ``log_d``; ``"pinv32"`` reproduces the
+        original code's float32 pinv (see :mod:`dnn_spring.conditioning`).
+    warn : bool, default=True
+        One ``RuntimeWarning`` naming the points where SS_B is near singular.
 
     Returns
     -------
     pandas.DataFrame
         One row per point in forward order with columns ``layer``, ``point``
         (0, 1, ...), ``module``, ``width``, ``n_samples``, ``log_d``,
-        ``log_inv_d``, ``log_trace_ratio``, ``load`` (drop in log D from the
-        previous point, NaN for the first) and ``is_logits`` (the model's
-        ``logits_layer``), plus the probe columns when asked.
+        ``log_inv_d``, ``log_trace_ratio``, ``log_d_pinv32`` (NaN where SS_W
+        is not formed: ``inverse=False`` or wider than ``max_inverse_width``),
+        ``rank_b``, ``cond_b`` (see :func:`~dnn_spring.metrics.separation_stats`),
+        ``load`` (drop in log D from the previous point, NaN for the first)
+        and ``is_logits`` (the model's ``logits_layer``), plus the probe
+        columns when asked.
     """
     require(range_problem("batch_size", batch_size, 1))
     names = _resolve_layers(model, layers)
@@ -274,7 +281,8 @@ def load_curve(model: nn.Module, data, labels=None, layers=None, *, batch_size: 
     def first_pass(point, feats, y):
         if point not in accs:
             accs[point] = FuzzinessAccumulator(n_classes=n_classes, rtol=rtol, inverse=inverse,
-                                               max_inverse_width=max_inverse_width, name=point)
+                                               max_inverse_width=max_inverse_width, name=point,
+                                               method=method)
         accs[point].update_means(feats, y)
         if stored["ok"] or probes:
             stored["bytes"] += feats.numel() * feats.element_size()
@@ -302,8 +310,11 @@ def load_curve(model: nn.Module, data, labels=None, layers=None, *, batch_size: 
     finally:
         for module, flag in flags.items():
             module.training = flag
-    rows = [_row(i, point, types[point], accs[point].result(), model) for i, point in enumerate(order)]
-    frame = pd.DataFrame(rows)
+    results = {point: accs[point].result() for point in order}
+    if warn:
+        warn_near_singular(list(results.items()))
+    frame = pd.DataFrame([_row(i, point, types[point], results[point], model)
+                          for i, point in enumerate(order)])
     if probes:
         for i, point in enumerate(order):
             feats = torch.cat([f for f, _ in cache[point]])
@@ -325,5 +336,8 @@ def _row(index: int, point: str, module_type: str, stats: dict, model) -> dict:
         "log_d": stats["log_d"],
         "log_inv_d": stats["log_inv_d"],
         "log_trace_ratio": stats["log_trace_ratio"],
+        "log_d_pinv32": stats["log_d_pinv32"],
+        "rank_b": stats["rank_b"],
+        "cond_b": stats["cond_b"],
         "is_logits": logits is not None and point == logits,
     }

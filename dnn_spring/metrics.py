@@ -15,6 +15,9 @@ which costs O(N·p·C) time and O(p·C) memory.  The rank is cut explicitly:
 singular values below ``rtol · s_max`` are dropped (``rtol=1e-6`` keeps the
 directions whose SS_B eigenvalue exceeds 1e-12 of the largest).
 Statistics are gathered in two passes, so features may arrive in batches.
+Every result also says how near singular SS_B is (``rank_b``, ``cond_b``) and
+can give the original code's float32 ``pinv`` value instead
+(``method="pinv32"``); see :mod:`dnn_spring.conditioning`.
 """
 
 from __future__ import annotations
@@ -26,9 +29,13 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
+from dnn_spring.checks import check_choice
+from dnn_spring.conditioning import (METHODS, cond_limit, kept_spectrum, near_singular,
+                                     pinv32_fuzziness, warn_near_singular)
 from dnn_spring.features import as_features, as_labels, check_not_empty, feature_label_pairs
+from dnn_spring.probes import probe_stats
 
-__all__ = ["FuzzinessAccumulator", "separation_fuzziness", "separation_stats"]
+__all__ = ["FuzzinessAccumulator", "separation_fuzziness", "separation_stats", "probe_stats"]
 
 DEFAULT_RTOL = 1e-6
 DEFAULT_MAX_INVERSE_WIDTH = 2048
@@ -58,15 +65,21 @@ class FuzzinessAccumulator:
         Widest layer for which ``SS_W`` is formed.
     name : str, optional
         Used in error messages (a layer name).
+    method : {"lowrank", "pinv32"}, default="lowrank"
+        ``"lowrank"``: float64, cut at ``rtol``.  ``"pinv32"``: the original
+        code's float32 ``torch.linalg.pinv`` of SS_B at its default tolerance
+        (forms the p×p SS_W whatever ``max_inverse_width``).
     """
 
     def __init__(self, *, n_classes=None, rtol=DEFAULT_RTOL, inverse=True,
-                 max_inverse_width=DEFAULT_MAX_INVERSE_WIDTH, name=None):
+                 max_inverse_width=DEFAULT_MAX_INVERSE_WIDTH, name=None, method="lowrank"):
         if n_classes is not None and (int(n_classes) != n_classes or n_classes < 2):
             raise ValueError(f"`n_classes` must be an integer >= 2, got {n_classes!r}")
         if not 0 < rtol < 1:
             raise ValueError(f"`rtol` must be in (0, 1), got {rtol!r}")
         self.n_classes = None if n_classes is None else int(n_classes)
+        check_choice("method", method, METHODS)
+        self.method = method
         self.rtol = float(rtol)
         self.inverse = bool(inverse)
         self.max_inverse_width = int(max_inverse_width)
@@ -148,6 +161,8 @@ class FuzzinessAccumulator:
         _, s, vh = torch.linalg.svd(a[present], full_matrices=False)
         rank = int((s > self.rtol * s[0]).sum()) if float(s[0]) > 0 else 0
         self.rank = rank
+        self._eig_b = s**2  # eigenvalues of SS_B, descending
+        self._max_rank = min(n_present - 1, self._p)
         self.tr_b = float((s**2).sum())
         self._a = a[present]
         self._means = means
@@ -155,7 +170,7 @@ class FuzzinessAccumulator:
         self._d_sum = 0.0
         self._w_sum = 0.0
         self._n_within = 0
-        use_inverse = self.inverse and self._p <= self.max_inverse_width
+        use_inverse = (self.inverse and self._p <= self.max_inverse_width) or self.method == "pinv32"
         self._sw = sums.new_zeros((self._p, self._p)) if use_inverse else None
 
     # -- pass 2 ---------------------------------------------------------
@@ -181,7 +196,13 @@ class FuzzinessAccumulator:
             self._sw.addmm_(z.T, z)
 
     def result(self) -> dict:
-        """Return ``d``, ``log_d``, ``log_inv_d``, ``log_trace_ratio`` and sizes."""
+        """Return ``d``, ``log_d``, the companions, the conditioning of SS_B and sizes.
+
+        Keys: ``d``, ``log_d`` (by ``method``), ``log_d_pinv32`` (NaN when
+        SS_W was not formed), ``log_inv_d``, ``log_trace_ratio``, ``rank_b``,
+        ``max_rank_b`` (``min(C − 1, p)``), ``cond_b``, ``near_singular``,
+        ``width``, ``n_samples``, ``n_classes``.
+        """
         if self._means is None:
             raise RuntimeError("call finish_means() and update_within() first")
         if self._n_within != round(self.n_samples):
@@ -195,12 +216,24 @@ class FuzzinessAccumulator:
             warnings.warn(f"class means coincide{self._where()}: D is {d}", RuntimeWarning, stacklevel=3)
         else:
             d = self._d_sum / n
+        d32, rank32 = math.nan, self.rank
+        if self._sw is not None and self.rank > 0:
+            d32, rank32 = pinv32_fuzziness(self._sw / n, self._a.T @ self._a)
+        elif self._sw is not None:
+            d32 = d  # no between-class direction at all: the same inf/NaN as lowrank
+        rank_b = rank32 if self.method == "pinv32" else self.rank
+        cond_b = kept_spectrum(self._eig_b, rank_b)
         out = {
-            "d": d,
-            "log_d": _log(d),
+            "d": d32 if self.method == "pinv32" else d,
+            "log_d": _log(d32 if self.method == "pinv32" else d),
+            "log_d_pinv32": _log(d32),
             "log_inv_d": self._log_inverse(n),
             "log_trace_ratio": _log(tr_w) - _log(self.tr_b) if self.tr_b > 0 else math.inf,
-            "rank": self.rank,
+            "rank_b": rank_b,
+            "max_rank_b": self._max_rank,
+            "cond_b": cond_b,
+            "near_singular": near_singular(rank_b, self._max_rank, cond_b,
+                                           cond_limit(self.method, self.rtol, self._p)),
             "width": self._p,
             "n_samples": int(round(n)),
             "n_classes": int(self._a.shape[0]),
@@ -246,59 +279,10 @@ def _batches(features, labels) -> Callable[[], Iterable]:
     return lambda: features
 
 
-def _linear_probe(x: torch.Tensor, y: torch.Tensor, n_classes: int) -> float:
-    """Relative residual ‖Y_c − X_c β‖² / ‖Y_c‖² of one-hot labels on the features."""
-    x = x - x.mean(0)
-    onehot = torch.nn.functional.one_hot(y, n_classes).to(torch.float64)
-    onehot = onehot - onehot.mean(0)
-    beta = torch.linalg.lstsq(x, onehot, rcond=None, driver="gelsd").solution
-    resid = onehot - x @ beta
-    return float((resid**2).sum() / (onehot**2).sum())
-
-
-def _logistic_probe(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Training log-loss of an L2 logistic regression on standardised features."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import log_loss
-    from sklearn.preprocessing import StandardScaler
-
-    xs = StandardScaler().fit_transform(x.cpu().numpy())
-    labels = y.cpu().numpy()
-    clf = LogisticRegression(max_iter=500)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        clf.fit(xs, labels)
-    return float(log_loss(labels, clf.predict_proba(xs), labels=clf.classes_))
-
-
-def probe_stats(features, labels) -> dict:
-    """The linear- and logistic-regression probes of SPEC §2 on in-memory features.
-
-    Parameters
-    ----------
-    features : array-like of shape (n_samples, ...)
-    labels : array-like of shape (n_samples,)
-
-    Returns
-    -------
-    dict
-        ``lin_residual`` (relative least-squares residual of centred one-hot
-        labels, 0 = perfectly linearly decodable, 1 = nothing decodable) and
-        ``logistic_loss`` (training log-loss of a logistic regression).
-    """
-    check_not_empty(features)
-    x = as_features(features)
-    y = as_labels(labels, x.shape[0], x.device)
-    _, y = torch.unique(y, return_inverse=True)
-    return {
-        "lin_residual": _linear_probe(x, y, int(y.max()) + 1),
-        "logistic_loss": _logistic_probe(x, y),
-    }
-
-
 def separation_stats(features, labels=None, *, n_classes=None, rtol=DEFAULT_RTOL,
                      inverse=True, probes=False,
-                     max_inverse_width=DEFAULT_MAX_INVERSE_WIDTH) -> dict:
+                     max_inverse_width=DEFAULT_MAX_INVERSE_WIDTH, method="lowrank",
+                     warn=True) -> dict:
     """Separation fuzziness and its companion measures for one layer.
 
     Parameters
@@ -309,31 +293,41 @@ def separation_stats(features, labels=None, *, n_classes=None, rtol=DEFAULT_RTOL
         returning a fresh iterator), read twice.
     labels : array-like of int of shape (n_samples,), optional
         Class indices; required with array features, None with batches.
-    n_classes, rtol, inverse, max_inverse_width
+    n_classes, rtol, inverse, max_inverse_width, method
         See :class:`FuzzinessAccumulator`.
     probes : bool, default=False
         Also fit the linear- and logistic-regression probes (in memory only).
+    warn : bool, default=True
+        Give a ``RuntimeWarning`` when SS_B is near singular (directions
+        dropped, or ``cond_b`` within a factor 100 of the cut-off; see
+        :mod:`dnn_spring.conditioning`).
 
     Returns
     -------
     dict
-        ``d`` (D of SPEC §2), ``log_d``, ``log_inv_d`` (log Tr(SS_B SS_W^+)),
-        ``log_trace_ratio`` (log Tr SS_W − log Tr SS_B), ``rank``, ``width``,
-        ``n_samples``, ``n_classes``; with ``probes`` also ``lin_residual``
-        and ``logistic_loss``.
+        ``d`` (D of SPEC §2), ``log_d``, ``log_d_pinv32`` (the original
+        code's float32 value; NaN when SS_W is not formed), ``log_inv_d``
+        (log Tr(SS_B SS_W^+)), ``log_trace_ratio`` (log Tr SS_W − log Tr
+        SS_B), ``rank_b`` (between-class directions kept), ``max_rank_b``
+        (``min(C − 1, p)``), ``cond_b`` (condition number of the kept part
+        of SS_B), ``near_singular``, ``width``, ``n_samples``,
+        ``n_classes``; with ``probes`` also ``lin_residual`` and
+        ``logistic_loss``.
     """
     if isinstance(features, (torch.Tensor, np.ndarray)):
         check_not_empty(features)
         features = as_features(features)  # convert once, not once per pass
     get_batches = _batches(features, labels)
     acc = FuzzinessAccumulator(n_classes=n_classes, rtol=rtol, inverse=inverse,
-                               max_inverse_width=max_inverse_width)
+                               max_inverse_width=max_inverse_width, method=method)
     for x, y in feature_label_pairs(get_batches()):
         acc.update_means(x, y)
     acc.finish_means()
     for x, y in feature_label_pairs(get_batches()):
         acc.update_within(x, y)
     out = acc.result()
+    if warn:
+        warn_near_singular([("the features", out)])
     if probes:
         if labels is None:
             raise ValueError("`probes=True` needs in-memory features, not batches")
@@ -341,7 +335,8 @@ def separation_stats(features, labels=None, *, n_classes=None, rtol=DEFAULT_RTOL
     return out
 
 
-def separation_fuzziness(features, labels=None, *, n_classes=None, rtol=DEFAULT_RTOL) -> float:
+def separation_fuzziness(features, labels=None, *, n_classes=None, rtol=DEFAULT_RTOL,
+                         method="lowrank") -> float:
     """Separation fuzziness ``D = Tr(SS_W · SS_B^+)`` of one layer (SPEC §2).
 
     Parameters
@@ -355,6 +350,11 @@ def separation_fuzziness(features, labels=None, *, n_classes=None, rtol=DEFAULT_
         Require exactly the classes ``0..n_classes-1`` to be present.
     rtol : float, default=1e-6
         Relative singular-value cut-off for the rank of SS_B.
+    method : {"lowrank", "pinv32"}, default="lowrank"
+        ``"pinv32"`` reproduces the original code: ``trace(SS_W @
+        torch.linalg.pinv(SS_B))`` in float32 at pinv's default tolerance.
+        It under-reports D once ``cond_b`` passes about ``1 / (p · 1.2e-7)``
+        (8e4 at width 100); use it only to compare with published numbers.
 
     Returns
     -------
@@ -370,4 +370,5 @@ def separation_fuzziness(features, labels=None, *, n_classes=None, rtol=DEFAULT_
     >>> round(separation_fuzziness(x + 5 * torch.eye(3)[y].repeat(1, 7)[:, :20], y), 3) < 1
     True
     """
-    return separation_stats(features, labels, n_classes=n_classes, rtol=rtol, inverse=False)["d"]
+    return separation_stats(features, labels, n_classes=n_classes, rtol=rtol, inverse=False,
+                            method=method)["d"]

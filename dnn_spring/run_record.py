@@ -41,7 +41,7 @@ STATUSES = ("ok", "diverged", "failed")
 #: Statuses of a run that is done for good; a "failed" run is retried.
 FINISHED_STATUSES = ("ok", "diverged")
 #: The load-curve lists: one entry per load-curve point, all of one length.
-CURVE_FIELDS = ("layers", "log_d", "log_inv_d", "log_trace_ratio")
+CURVE_FIELDS = ("layers", "log_d", "log_inv_d", "log_trace_ratio", "log_d_pinv32", "rank_b", "cond_b")
 _RESULT_NUMBERS = ("test_acc", "train_acc", "train_loss", "v", "c", "c_rel", "fit_slope",
                    "fit_r2", "hessian_top", "hessian_trace", "wall_time")
 _RESULT_TEXTS = ("regime", "error", "stop_reason", "device", "version", "torch_version",
@@ -57,7 +57,7 @@ def new_record(config: RunConfig, device) -> dict:
     record.update(
         key=config.key(), status="ok", error=None, stop_reason=None, epochs_run=0,
         train_loss=None, train_acc=None, test_acc=None, layers=[], log_d=[], log_inv_d=[],
-        log_trace_ratio=[], v=None, c=None, c_rel=None, fit_slope=None, fit_r2=None,
+        log_trace_ratio=[], log_d_pinv32=[], rank_b=[], cond_b=[], v=None, c=None, c_rel=None, fit_slope=None, fit_r2=None,
         regime=None, hessian_top=None, hessian_trace=None, trajectory=[], wall_time=0.0,
         device=str(device), version=__version__, threads=torch.get_num_threads(),
         torch_version=torch.__version__, cpu_capability=_cpu_capability(),
@@ -95,7 +95,7 @@ def curve_log_d(model, data) -> list:
     """log D per load-curve point on the clean training set (eval mode)."""
     # Only log D is kept: skip the p×p inverse-fuzziness pass at every recorded epoch.
     frame = load_curve(model, data.x_train, labels=data.y_train, n_classes=data.n_classes,
-                       inverse=False)
+                       inverse=False, warn=False)
     return [finite_or_none(v) for v in frame["log_d"]]
 
 
@@ -116,10 +116,13 @@ def finish_record(record: dict, model, data, *, hessian: bool) -> dict:
     """Fill accuracies, the load curve, its shape and Hessian numbers from ``model``."""
     record["train_acc"] = accuracy(model, data.x_train, data.y_train)
     record["test_acc"] = accuracy(model, data.x_test, data.y_test)
-    frame = load_curve(model, data.x_train, labels=data.y_train, n_classes=data.n_classes)
+    # Records keep rank_b and cond_b per point; the user reads them instead of a warning.
+    frame = load_curve(model, data.x_train, labels=data.y_train, n_classes=data.n_classes,
+                       warn=False)
     record["layers"] = [str(v) for v in frame["layer"]]
-    for column in ("log_d", "log_inv_d", "log_trace_ratio"):
+    for column in ("log_d", "log_inv_d", "log_trace_ratio", "log_d_pinv32", "cond_b"):
         record[column] = [finite_or_none(v) for v in frame[column]]
+    record["rank_b"] = [int(v) for v in frame["rank_b"]]
     try:
         shape = load_shape(frame)
     except ValueError as exc:  # e.g. a collapsed layer gives log D = inf
@@ -229,8 +232,9 @@ def check_record(record) -> list:
     number or null, ``epochs_run`` and ``threads`` an integer or null,
     ``regime``, ``error``, ``stop_reason``, ``device``, ``version``,
     ``torch_version`` and ``cpu_capability`` a string or null, ``layers``
-    a list of strings and ``log_d``, ``log_inv_d``, ``log_trace_ratio`` lists
-    of numbers or null, all of one length, and ``trajectory`` a list of
+    a list of strings and ``log_d``, ``log_inv_d``, ``log_trace_ratio``,
+    ``log_d_pinv32``, ``rank_b``, ``cond_b`` (when present; records before
+    0.5.0 lack the last three) lists of numbers or null, all of one length, and ``trajectory`` a list of
     ``{"epoch": int, "log_d": list}``.  Other fields are free.
 
     Returns

@@ -69,7 +69,7 @@ def test_rank_deficient_and_constant_features():
     x[:, 8:10] = x[:, :2]  # duplicated columns
     x[:, 10:] = 3.5  # constant columns
     stats = separation_stats(x, y)
-    assert stats["rank"] == 2
+    assert stats["rank_b"] == 2
     assert rel_err(stats["d"], reference_d(x, y)) < 1e-8
 
 

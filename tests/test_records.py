@@ -18,6 +18,7 @@ def good_record(**changes):
     record.update(test_acc=0.8, train_acc=0.9, train_loss=0.1, c=-0.2, v=0.1, regime="concave",
                   layers=["input", "blocks.0", "blocks.1", "head"], log_d=[2.0, 1.0, None, -1.0],
                   log_inv_d=[0.1, 0.2, 0.3, 0.4], log_trace_ratio=[1.0, 0.5, 0.0, -0.5],
+                  log_d_pinv32=[2.0, 1.0, None, -1.5], rank_b=[3, 3, 3, 2], cond_b=[2.0, 5.0, 9.0, 1e6],
                   trajectory=[{"epoch": 0, "log_d": [2.0, 1.5, 1.0, 0.0]}], epochs_run=3)
     record.update(changes)
     return record

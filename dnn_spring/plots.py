@@ -69,12 +69,12 @@ def axis_order(axis: str, values) -> list:
     return values if axis == "batch_size" else values[::-1]
 
 
-def _check_table(table: pd.DataFrame, axis) -> str:
+def _check_table(table: pd.DataFrame, axis, curve: str = "log_d") -> str:
     if not isinstance(table, pd.DataFrame):
         raise TypeError(f"`table` must be a DataFrame, got {type(table).__name__}")
     if not len(table):
         raise ValueError("the table has no runs")
-    missing = {"slope", "status", "log_d", "test_acc"} - set(table.columns)
+    missing = {"slope", "status", curve, "test_acc"} - set(table.columns)
     if missing:
         raise ValueError(f"the table lacks columns {sorted(missing)}; is it a `collect` table?")
     axis = infer_axis(table) if axis is None else axis
@@ -104,8 +104,9 @@ def _mean_curve(curves):
     return stack.mean(axis=0), stack.std(axis=0), len(stack)
 
 
-def cell_table(table: pd.DataFrame, *, axis: "str | None" = None) -> pd.DataFrame:
-    """Seed statistics of every (slope, axis value) cell.
+def cell_table(table: pd.DataFrame, *, axis: "str | None" = None, curve: str = "log_d") -> pd.DataFrame:
+    """Seed statistics of every (slope, axis value) cell, from the ``curve`` column
+    (``"log_d"``, or ``"log_d_pinv32"`` for the original code's float32 metric).
 
     Returns
     -------
@@ -114,18 +115,18 @@ def cell_table(table: pd.DataFrame, *, axis: "str | None" = None) -> pd.DataFram
         ``curve`` and ``curve_std`` (arrays of shape (L,) over ℓ = 0..L-1),
         ``logits`` (mean logits log D), ``c``, ``regime`` of the mean curve.
     """
-    return _cells(table, _check_table(table, axis))
+    return _cells(table, _check_table(table, axis, curve), curve)
 
 
-def _cells(table: pd.DataFrame, axis: str) -> pd.DataFrame:
+def _cells(table: pd.DataFrame, axis: str, curve: str = "log_d") -> pd.DataFrame:
     rows = []
     for (slope, value), runs in table.groupby(["slope", axis], sort=False):
-        ok = runs[(runs["status"] == "ok") & runs["log_d"].map(lambda c: isinstance(c, (list, tuple, np.ndarray)) and len(c) >= 4)]
+        ok = runs[(runs["status"] == "ok") & runs[curve].map(lambda c: isinstance(c, (list, tuple, np.ndarray)) and len(c) >= 4)]
         row = {"slope": slope, axis: value, "n": len(ok), "n_runs": len(runs),
                "test_acc": ok["test_acc"].mean() if len(ok) else np.nan,
                "curve": None, "curve_std": None, "logits": np.nan, "c": np.nan, "regime": None}
         if len(ok):
-            full = [np.asarray(c, dtype=np.float64) for c in ok["log_d"]]
+            full = [np.asarray(c, dtype=np.float64) for c in ok[curve]]
             mean, std, row["n"] = _mean_curve(full)
             row.update(curve=mean[:-1], curve_std=std[:-1], logits=mean[-1])
             if np.all(np.isfinite(mean[:-1])):
@@ -191,8 +192,8 @@ def _draw_cell(ax, cell, n_full, show_logits) -> None:
         ax.text(0.97, 0.95, f"n={cell['n']}", transform=ax.transAxes, ha="right", va="top", fontsize=5)
 
 
-def _draw_panel(target, table, *, axis, title=None, show_logits=False):
-    cells = _cells(table, axis)
+def _draw_panel(target, table, *, axis, title=None, show_logits=False, curve="log_d"):
+    cells = _cells(table, axis, curve)
     axes, slopes, columns = _grid(target, cells, axis)
     acc = cells["test_acc"].to_numpy(dtype=float)
     lo, hi = (np.nanmin(acc), np.nanmax(acc)) if np.isfinite(acc).any() else (0.0, 1.0)
@@ -215,7 +216,7 @@ def _draw_panel(target, table, *, axis, title=None, show_logits=False):
 
 
 def phase_diagram(table: pd.DataFrame, *, axis: "str | None" = None, title: "str | None" = None,
-                  show_logits: bool = False):
+                  show_logits: bool = False, curve: str = "log_d"):
     """One phase-diagram panel: seed-averaged load curves on an accuracy background.
 
     Parameters
@@ -228,20 +229,23 @@ def phase_diagram(table: pd.DataFrame, *, axis: "str | None" = None, title: "str
     title : str, optional
     show_logits : bool, default=False
         Also mark the mean logits log D as an open circle at ℓ = L.
+    curve : str, default="log_d"
+        The list column drawn: ``"log_d_pinv32"`` draws the original code's
+        float32 metric (records of 0.5.0 on).
 
     Returns
     -------
     matplotlib.figure.Figure
     """
-    axis = _check_table(table, axis)
+    axis = _check_table(table, axis, curve)
     shape = (table["slope"].nunique(), table[axis].nunique())
     with figure_style():
         fig = _new_figure(_panel_size(*shape))
-        _draw_panel(fig, table, axis=axis, title=title, show_logits=show_logits)
+        _draw_panel(fig, table, axis=axis, title=title, show_logits=show_logits, curve=curve)
     return fig
 
 
-def four_panel(tables, *, axes=None, titles=None):
+def four_panel(tables, *, axes=None, titles=None, curve: str = "log_d"):
     """Several phase-diagram panels in one figure (2 × 2 for the four MLP sweeps).
 
     Parameters
@@ -250,6 +254,8 @@ def four_panel(tables, *, axes=None, titles=None):
         One collect table per panel, e.g. ns_nl, lr_nl, dp_nl, bm_nl.
     axes, titles : sequence, optional
         Noise axis (inferred when None) and title of each panel.
+    curve : str, default="log_d"
+        The list column drawn, as in :func:`phase_diagram`.
     """
     tables = list(tables)
     if not tables:
@@ -258,7 +264,7 @@ def four_panel(tables, *, axes=None, titles=None):
     titles = list(titles) if titles is not None else [None] * len(tables)
     if not len(axes) == len(titles) == len(tables):
         raise ValueError(f"`axes` and `titles` must have {len(tables)} entries each")
-    axes = [_check_table(t, a) for t, a in zip(tables, axes)]
+    axes = [_check_table(t, a, curve) for t, a in zip(tables, axes)]
     sizes = [_panel_size(t["slope"].nunique(), t[a].nunique()) for t, a in zip(tables, axes)]
     n_cols = 2 if len(tables) == 4 else len(tables)
     n_rows = -(-len(tables) // n_cols)
@@ -275,7 +281,7 @@ def four_panel(tables, *, axes=None, titles=None):
         subfigs = fig.subfigures(n_rows, n_cols, squeeze=False, wspace=wspace,
                                  hspace=hspace).ravel()
         for sub, table, axis, title in zip(subfigs, tables, axes, titles):
-            _draw_panel(sub, table, axis=axis, title=title)
+            _draw_panel(sub, table, axis=axis, title=title, curve=curve)
     return fig
 
 

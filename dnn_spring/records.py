@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from dnn_spring.run_record import CURVE_FIELDS, FINISHED_STATUSES, check_record, short_repr
+from dnn_spring.shape import load_shape
 
 __all__ = [
     "CorruptRecordError",
@@ -254,7 +255,10 @@ def collect(results_dir, *, warn: bool = True) -> pd.DataFrame:
     DataFrame of shape (n_runs, n_fields)
         Every record field as a column (config fields, ``status``,
         ``test_acc``, ``log_d`` as lists, ...), sorted by ``slope`` and then
-        the key.  Empty (no columns) when the folder has no records.
+        the key.  Where records hold ``log_d_pinv32`` (0.5.0 on), also
+        ``c_pinv32``, ``c_rel_pinv32`` and ``regime_pinv32``: the shape of
+        that curve, logits point left out (NaN/None where it has none).
+        Empty (no columns) when the folder has no records.
     """
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
@@ -263,7 +267,23 @@ def collect(results_dir, *, warn: bool = True) -> pd.DataFrame:
     table = pd.DataFrame(list(records.values()))
     if len(table) and "slope" in table.columns:
         table = table.sort_values(["slope", "key"], kind="stable").reset_index(drop=True)
+    if "log_d_pinv32" in table.columns:
+        shapes = [_curve_shape(curve) for curve in table["log_d_pinv32"]]
+        table["c_pinv32"] = [s[0] for s in shapes]
+        table["c_rel_pinv32"] = [s[1] for s in shapes]
+        table["regime_pinv32"] = [s[2] for s in shapes]
     return table
+
+
+def _curve_shape(curve) -> tuple:
+    """``(c, c_rel, regime)`` of a record's curve without its logits point; NaNs when it has none."""
+    if not _is_listlike(curve) or len(curve) < 4:
+        return np.nan, np.nan, None
+    values = np.array([np.nan if v is None else v for v in curve[:-1]], dtype=np.float64)
+    if not np.all(np.isfinite(values)):
+        return np.nan, np.nan, None
+    shape = load_shape(values, logits=None)
+    return shape.c, shape.c_rel, shape.regime
 
 
 def _is_listlike(value) -> bool:

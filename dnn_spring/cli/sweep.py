@@ -172,6 +172,10 @@ def _add_plot(subparsers) -> None:
         if kind == "phase-diagram":
             k.add_argument("--show-logits", action="store_true",
                            help="mark the logits point as an open circle")
+        if kind in ("phase-diagram", "four-panel"):
+            k.add_argument("--curve", default="log_d", choices=("log_d", "log_d_pinv32"),
+                           help="the load curve drawn: log_d (float64, default) or log_d_pinv32 "
+                           "(the original code's float32 pinv; records of 0.5.0 on)")
         if kind == "curvature":
             k.add_argument("--value", default="c", help="column to map (default c)")
         k.set_defaults(func=_run_plot)
@@ -208,13 +212,13 @@ def _run_plot(args) -> int:
     tables = [select_where(load_table(s), args.where) for s in sources]
     prefix = _PLOTS[args.kind][0]
     if args.kind == "four-panel":
-        fig = plots.four_panel(tables, axes=args.axis, titles=names)
+        fig = plots.four_panel(tables, axes=args.axis, titles=names, curve=args.curve)
         default = f"figs/{prefix}.png"
     else:
         title = args.title or names[0]
         if args.kind == "phase-diagram":
             fig = plots.phase_diagram(tables[0], axis=args.axis, title=title,
-                                      show_logits=args.show_logits)
+                                      show_logits=args.show_logits, curve=args.curve)
         elif args.kind == "curvature":
             fig = plots.curvature_map(tables[0], axis=args.axis, value=args.value, title=title)
         else:

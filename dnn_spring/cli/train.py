@@ -112,15 +112,26 @@ def _fmt(x, spec=".3f") -> str:
 
 
 def format_record(record: dict) -> str:
-    """The short table printed after a run: load curve, accuracies, shape."""
+    """The short table printed after a run: load curve, accuracies, shape.
+
+    Next to log D it shows ``log D pinv32`` (the original code's float32
+    metric), ``rank_b`` and ``cond_b`` when the record has them (0.5.0 on).
+    """
     lines = []
-    if record["log_d"]:
-        lines.append(f"{'point':>5}  {'layer':<14} {'log D':>8} {'load':>8}")
+    points = record["log_d"]
+    extra = bool(record.get("cond_b")) and len(record["cond_b"]) == len(points)
+    if points:
+        head = f"{'point':>5}  {'layer':<14} {'log D':>8} {'load':>8}"
+        lines.append(head + (f" {'pinv32':>8} {'rank_b':>6} {'cond_b':>8}" if extra else ""))
         prev = None
-        for i, (name, value) in enumerate(zip(record["layers"], record["log_d"])):
+        for i, (name, value) in enumerate(zip(record["layers"], points)):
             load = None if prev is None or value is None else prev - value
-            tag = " (logits)" if i == len(record["log_d"]) - 1 else ""
-            lines.append(f"{i:>5}  {name:<14} {_fmt(value):>8} {_fmt(load):>8}{tag}")
+            line = f"{i:>5}  {name:<14} {_fmt(value):>8} {_fmt(load):>8}"
+            if extra:
+                line += (f" {_fmt(record['log_d_pinv32'][i]):>8} {record['rank_b'][i]:>6}"
+                         f" {_fmt(record['cond_b'][i], '.2g'):>8}")
+            tag = " (logits)" if i == len(points) - 1 else ""
+            lines.append(line + tag)
             prev = value
     lines.append(
         f"status {record['status']}, {record['epochs_run']} epochs (stop: {record['stop_reason']})  "
@@ -132,6 +143,27 @@ def format_record(record: dict) -> str:
     if record["hessian_top"] is not None:
         lines.append(f"hessian top {record['hessian_top']:.4g}  trace {record['hessian_trace']:.4g}")
     return "\n".join(lines)
+
+
+def near_singular_note(record: dict) -> "str | None":
+    """One line naming the points whose SS_B is near singular, or None.
+
+    A point is named when it kept fewer between-class directions than the
+    most any point kept, or when ``cond_b`` is within a factor 100 of the
+    float64 cut-off (1e12 at the default rtol); see :mod:`dnn_spring.conditioning`.
+    """
+    from ..conditioning import COND_WARN_FACTOR, cond_limit
+
+    ranks, conds = record.get("rank_b") or [], record.get("cond_b") or []
+    if not ranks or len(ranks) != len(conds):
+        return None
+    limit = cond_limit("lowrank", 1e-6, 1) / COND_WARN_FACTOR
+    named = [name for name, r, c in zip(record["layers"], ranks, conds)
+             if r < max(ranks) or (c is not None and c >= limit)]
+    if not named:
+        return None
+    return (f"note: SS_B is near singular at {', '.join(named)}: log D there depends on the "
+            f"rank cut-off (compare the pinv32 column)")
 
 
 def run(args) -> int:
@@ -147,7 +179,10 @@ def run(args) -> int:
 
         torch.set_num_threads(args.threads)
     record = train_run(config, device=device, progress=args.progress)
-    print(format_record(record))
+    print(format_record(record), flush=True)
+    note = near_singular_note(record)
+    if note:
+        print(note, file=sys.stderr)
     if args.out:
         folder = os.path.dirname(os.path.abspath(args.out))
         os.makedirs(folder, exist_ok=True)

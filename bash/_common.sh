@@ -11,6 +11,8 @@
 #   FIGDIR    figure folder (default figs)
 #   WORKERS   local worker processes
 #   EXECUTOR  local (default) | slurm | debug
+#   WAIT      with EXECUTOR=slurm: 1 follows the job array, then collects and plots;
+#             unset, the script submits, prints the commands to run later and returns
 #   DRY_RUN   1: print the configs and stop (same as passing --dry-run)
 #   DNN_SPRING  the command to run (default dnn-spring), e.g. .venv/bin/dnn-spring
 
@@ -37,9 +39,18 @@ run_phase_diagram() {
         $cmd "${args[@]}" --dry-run "$@"
         return
     fi
+    local plot=(plot phase-diagram "${outdir%/}.parquet" --axis "$axis"
+                --title "$sweep ($preset)" --out "$figdir/pd_${sweep}${suffix}.png" --pdf)
+    if [[ ${EXECUTOR:-local} == slurm && ${WAIT:-0} != 1 ]]; then
+        $cmd "${args[@]}" "$@"
+        echo "when the array has finished:"
+        echo "  $cmd collect $outdir --out ${outdir%/}.parquet"
+        echo "  mkdir -p $figdir && $cmd $(printf '%q ' "${plot[@]}")"
+        return
+    fi
+    [[ ${EXECUTOR:-local} != slurm ]] || args+=(--wait)
     $cmd "${args[@]}" "$@"
     $cmd collect "$outdir" --out "${outdir%/}.parquet"
     mkdir -p "$figdir"
-    $cmd plot phase-diagram "${outdir%/}.parquet" --axis "$axis" \
-        --title "$sweep ($preset)" --out "$figdir/pd_${sweep}${suffix}.png" --pdf
+    $cmd "${plot[@]}"
 }

@@ -37,6 +37,7 @@ activation size.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import torch
@@ -45,6 +46,7 @@ from tqdm.auto import tqdm
 from .checkpoint import resume_checkpoint, save_checkpoint
 from .data import load_dataset
 from .grouping import check_group
+from .preempt import Preempted, checkpointing, stop_requested
 from .rules import add_data_noise, epoch_order, epochs_above, resolve_device, stop_reason
 from .run_record import curve_log_d, fail_record, finish_or_fail, finite_or_none, new_record
 from .stacked import StackedMLP
@@ -155,8 +157,14 @@ class GroupFit:
 
         With ``checkpoint`` (a file path), go on from the state saved there if
         it belongs to this group, and save the state there at the end of an
-        epoch once ``checkpoint_every`` seconds have passed since the last save.
+        epoch once ``checkpoint_every`` seconds have passed since the last save,
+        or when a stop was requested (:mod:`dnn_spring.preempt`); it then
+        raises :class:`~dnn_spring.preempt.Preempted`.
         """
+        with checkpointing() if checkpoint is not None else contextlib.nullcontext():
+            self._fit(progress, checkpoint, checkpoint_every)
+
+    def _fit(self, progress, checkpoint, checkpoint_every) -> None:
         resumed = checkpoint is not None and resume_checkpoint(checkpoint, self)
         if not resumed and self.train.curve_every:
             self.record_trajectory()
@@ -174,9 +182,13 @@ class GroupFit:
                 self.retire(stops)
             if not self.model.ids:
                 break
-            if checkpoint is not None and time.monotonic() - last_save >= checkpoint_every:
+            stop = stop_requested()
+            if checkpoint is not None and (stop or time.monotonic() - last_save >= checkpoint_every):
                 save_checkpoint(checkpoint, self)
                 last_save = time.monotonic()
+                if stop:
+                    bar.close()
+                    raise Preempted(f"stop requested: epoch {self.epoch} saved to {checkpoint}")
         if self.model.ids:
             self.retire({pos: "epochs" for pos in range(len(self.model.ids))})
         bar.close()

@@ -35,6 +35,7 @@ from pathlib import Path
 from .batched import train_group
 from .config import RunConfig
 from .grouping import max_group_size
+from .preempt import Preempted, stop_requested
 from .records import RecordWriteError, write_record_or_keep
 from .run_record import STATUSES, fail_record, new_record
 from .train import train_run
@@ -181,6 +182,8 @@ def run_chunk(configs, out_dir, *, device="cpu", batch=True, train_fn=None,
     limit = max(1, int(max_group_size(configs[0], device=device)))
     pairs = []
     for start in range(0, len(configs), limit):
+        if stop_requested():  # a Slurm job near its limit: requeue before the next group
+            raise Preempted(f"stop requested after {len(pairs)} of {len(configs)} runs")
         try:
             pairs += _run_group(configs[start:start + limit], out_dir, device, train_fn, group_fn)
         except RecordWriteError as exc:

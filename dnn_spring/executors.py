@@ -9,8 +9,7 @@ yields the exception instead, so the sweep counts its runs as lost.
 - :func:`run_pool` (``"local"``): a ``spawn`` process pool, each worker with
   a fixed number of torch threads (:func:`threads_per_worker`), dying with
   the sweep when it is killed;
-- :func:`run_slurm` (``"slurm"``): one submitit job per chunk (a job array),
-  logs in ``<out_dir>/.submitit``.
+- ``"slurm"``: one task of a job array per chunk, see :mod:`dnn_spring.slurm`.
 """
 
 from __future__ import annotations
@@ -21,36 +20,16 @@ import logging
 import multiprocessing
 import os
 import signal
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from .records import RecordWriteError
+from .slurm import SlurmOptions
 
-__all__ = ["EXECUTORS", "SlurmOptions", "threads_per_worker", "run_inline", "run_pool",
-           "run_slurm"]
+__all__ = ["EXECUTORS", "SlurmOptions", "threads_per_worker", "run_inline", "run_pool"]
 
 logger = logging.getLogger("dnn_spring.sweep")
 
 EXECUTORS = ("local", "debug", "slurm")
-
-
-@dataclass(frozen=True)
-class SlurmOptions:
-    """Resources of each Slurm job (one job per chunk), passed to submitit.
-
-    ``cluster=None`` lets submitit pick Slurm when ``sbatch`` exists and run
-    locally otherwise; ``"local"`` or ``"debug"`` force its local executors.
-    """
-
-    partition: "str | None" = None
-    time_min: int = 240
-    gpus: int = 0
-    cpus: int = 2
-    mem_gb: "float | None" = None
-    parallel: int = 64
-    cluster: "str | None" = None
 
 
 def _init_worker(threads: int, parent: "int | None" = None) -> None:
@@ -109,35 +88,6 @@ def run_pool(chunks, chunk_fn, args, workers, threads):
         futures = {pool.submit(chunk_fn, chunk, **args): chunk for chunk in chunks}
         for future in cf.as_completed(futures):
             yield futures[future], _result_or_error(future.result)
-
-
-def _chunk_job(chunk_fn, chunk, **args):
-    # submitit turns a job's exception into a FailedJobError holding a traceback;
-    # a RecordWriteError comes back as the result, with its one-line messages.
-    try:
-        return chunk_fn(chunk, **args)
-    except RecordWriteError as exc:
-        return exc
-
-
-def run_slurm(chunks, chunk_fn, args, options: SlurmOptions):
-    """Submit one Slurm job per chunk (through submitit) and wait for them."""
-    import submitit
-
-    executor = submitit.AutoExecutor(folder=Path(args["out_dir"]) / ".submitit", cluster=options.cluster)
-    params = {"timeout_min": options.time_min, "cpus_per_task": options.cpus,
-              "gpus_per_node": options.gpus, "slurm_array_parallelism": options.parallel}
-    if options.partition:
-        params["slurm_partition"] = options.partition
-    if options.mem_gb:
-        params["mem_gb"] = options.mem_gb
-    executor.update_parameters(**params)
-    with executor.batch():
-        jobs = [executor.submit(_chunk_job, chunk_fn, chunk, **args) for chunk in chunks]
-    chunk_of = {id(job): chunk for job, chunk in zip(jobs, chunks)}
-    logger.info("submitted %d jobs, logs in %s", len(jobs), executor.folder)
-    for job in submitit.helpers.as_completed(jobs, poll_frequency=5):
-        yield chunk_of[id(job)], _result_or_error(job.result)
 
 
 def _result_or_error(get):

@@ -11,8 +11,10 @@ records), to an executor of :mod:`dnn_spring.executors`:
 - ``"debug"``: inline in this process;
 - ``"local"``: a process pool of ``workers`` processes (inline when
   ``workers == 1`` or there is one chunk);
-- ``"slurm"``: one submitit job per chunk (a job array), logs in
-  ``<out_dir>/.submitit``; each job splits its chunk to fit its device.
+- ``"slurm"``: one task of a job array per chunk, logs in
+  ``<out_dir>/.submitit``; each task splits its chunk to fit its device.
+  With ``wait=False`` the sweep returns once submitted; configs of tasks the
+  queue still holds are not submitted again (see :mod:`dnn_spring.slurm`).
 
 Locally each process trains with
 :func:`~dnn_spring.executors.threads_per_worker` torch threads: ``threads``
@@ -54,13 +56,15 @@ from tqdm.auto import tqdm
 
 from .checks import check_choice, check_range
 from .chunk import CHECKPOINT_DIR, checkpoint_path, forget_unwritable, run_chunk
-from .executors import (EXECUTORS, SlurmOptions, run_inline, run_pool, run_slurm,
-                        threads_per_worker)
+from .executors import EXECUTORS, run_inline, run_pool, threads_per_worker
 from .grouping import group_key, max_group_size
 from .records import FINISHED_STATUSES, RecordWriteError, move_aside, os_error_text, scan_records
+from .slurm import SlurmOptions, follow, read_manifest, live_keys, submission_lock, submit_chunks
 
 __all__ = ["run_sweep", "plan_chunks", "pending_configs", "planned_checkpoints", "SlurmOptions",
            "EXECUTORS", "RecordWriteError", "run_chunk", "checkpoint_path", "threads_per_worker"]
+# The submitting host may lack the tasks' GPU: a Slurm task splits its chunk to fit
+# its own device (run_chunk), so a Slurm sweep plans chunks by group key only.
 
 logger = logging.getLogger("dnn_spring.sweep")
 
@@ -160,7 +164,7 @@ def plan_chunks(configs, *, batch=True, device="cpu", workers=1, max_size=None) 
 
 def run_sweep(configs, out_dir, *, executor="local", workers=1, device="cpu", batch=True,
               retry_failed=True, progress=True, desc="sweep", slurm=None, threads=None,
-              chunk_fn=run_chunk) -> dict:
+              chunk_fn=run_chunk, wait=True) -> dict:
     """Train every config without a finished record in ``out_dir``.
 
     Parameters
@@ -182,6 +186,10 @@ def run_sweep(configs, out_dir, *, executor="local", workers=1, device="cpu", ba
     progress : bool, default=True
         Show a tqdm bar (runs, ETA) on stderr.
     slurm : SlurmOptions, optional
+    wait : bool, default=True
+        With ``"slurm"``: follow the tasks (this submission's and those still
+        queued from earlier ones) until they leave the queue.  ``False``
+        returns after submitting.
     threads : int, optional
         Torch threads per local worker (default ``OMP_NUM_THREADS`` if set,
         else CPUs // workers).
@@ -195,7 +203,9 @@ def run_sweep(configs, out_dir, *, executor="local", workers=1, device="cpu", ba
     dict
         ``total``, ``skipped`` (already finished), ``ran``, ``ok``,
         ``diverged``, ``failed``, ``lost`` (in chunks whose worker died) and
-        ``wall_time`` in seconds.
+        ``wall_time`` in seconds; with ``"slurm"`` also ``submitted`` (runs),
+        ``queued`` (runs left to tasks of earlier submissions), ``job_ids``
+        (this submission's tasks) and ``waited``.
 
     Raises
     ------
@@ -210,16 +220,20 @@ def run_sweep(configs, out_dir, *, executor="local", workers=1, device="cpu", ba
     configs = list(configs)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     forget_unwritable(out_dir)
-    pending = pending_configs(configs, out_dir, retry_failed=retry_failed, move_bad=True)
     summary = {"total": len({c.key() for c in configs}), "ran": 0, "ok": 0, "diverged": 0,
                "failed": 0, "lost": 0}
-    summary["skipped"] = summary["total"] - len(pending)
-    chunks = _plan(pending, out_dir, executor=executor, workers=workers, device=device,
-                   batch=batch)
     args = {"out_dir": str(out_dir), "device": device, "batch": batch}
     if executor == "slurm":
-        results = run_slurm(chunks, chunk_fn, args, slurm or SlurmOptions())
-    elif executor == "debug" or workers == 1 or len(chunks) <= 1:
+        _sweep_on_slurm(configs, out_dir, summary, args, slurm or SlurmOptions(), wait=wait,
+                        retry_failed=retry_failed, workers=workers, chunk_fn=chunk_fn,
+                        bar=(progress, desc))
+        summary["wall_time"] = time.perf_counter() - start
+        return summary
+    pending = pending_configs(configs, out_dir, retry_failed=retry_failed, move_bad=True)
+    summary["skipped"] = summary["total"] - len(pending)
+    chunks = _plan(pending, out_dir, workers=workers, device=device,
+                   batch=batch)
+    if executor == "debug" or workers == 1 or len(chunks) <= 1:
         results = run_inline(chunks, chunk_fn, args, n_threads)
     else:
         results = run_pool(chunks, chunk_fn, args, min(workers, len(chunks)), n_threads)
@@ -228,16 +242,35 @@ def run_sweep(configs, out_dir, *, executor="local", workers=1, device="cpu", ba
     return summary
 
 
-def _plan(pending, out_dir, *, executor, workers, device, batch) -> list:
+def _sweep_on_slurm(configs, out_dir, summary, args, options, *, wait, retry_failed, workers,
+                    chunk_fn, bar) -> None:
+    """Submit what is neither finished nor queued, under the folder's lock; then maybe follow."""
+    by_key = {c.key(): c for c in configs}
+    with submission_lock(out_dir):
+        pending = pending_configs(configs, out_dir, retry_failed=retry_failed, move_bad=True)
+        live = live_keys(out_dir)
+        todo = [c for c in pending if c.key() not in live]
+        earlier = [t for t in read_manifest(out_dir)
+                   if t["keys"] and all(k in live for k in t["keys"])]
+        chunks = plan_chunks(todo, batch=args["batch"], workers=workers, max_size=1 << 30)
+        running = [[by_key[k] for k in t["keys"] if k in by_key] for t in earlier]
+        if args["batch"]:  # a running task's checkpoint is not stale
+            _remove_stale_checkpoints(chunks + running, out_dir, args["device"], sized_here=False)
+        submitted = submit_chunks(chunks, chunk_fn, args, options) if chunks else []
+    summary.update(skipped=summary["total"] - len(pending), submitted=len(todo),
+                   queued=len(pending) - len(todo), waited=wait,
+                   job_ids=[entry["job_id"] for _, _, entry in submitted])
+    if wait:
+        followed = submitted + [(None, chunk, t) for chunk, t in zip(running, earlier) if chunk]
+        _drain(follow(followed, out_dir, options), summary, sum(len(c) for _, c, _ in followed),
+               *bar)
+
+
+def _plan(pending, out_dir, *, workers, device, batch) -> list:
     """The chunks of a sweep; stale checkpoints in ``out_dir`` are removed."""
-    if executor == "slurm":
-        # The submitting host may lack the jobs' GPU: each job splits its chunk
-        # to fit its own device (run_chunk); here only the group keys matter.
-        chunks = plan_chunks(pending, batch=batch, workers=workers, max_size=1 << 30)
-    else:
-        chunks = plan_chunks(pending, batch=batch, device=device, workers=workers)
+    chunks = plan_chunks(pending, batch=batch, device=device, workers=workers)
     if batch:
-        _remove_stale_checkpoints(chunks, out_dir, device, sized_here=executor != "slurm")
+        _remove_stale_checkpoints(chunks, out_dir, device, sized_here=True)
     return chunks
 
 

@@ -60,16 +60,37 @@ def test_script_runs_sweep_collect_plot_in_order(tmp_path):
     fake = tmp_path / "fake-dnn-spring"
     fake.write_text(f'#!/usr/bin/env bash\necho "$*" >> {log}\n')
     fake.chmod(0o755)
-    env = {"DNN_SPRING": str(fake), "DEVICE": "cuda", "WORKERS": "3", "EXECUTOR": "slurm"}
+    env = {"DNN_SPRING": str(fake), "DEVICE": "cuda", "WORKERS": "3", "EXECUTOR": "slurm",
+           "WAIT": "1"}
     done = run_script("test_pd_bm_nl.sh", env, "--seeds", "2", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     sweep, collect, plot = log.read_text().splitlines()
     assert sweep == ("sweep bm_nl --preset paper --out results/bm_nl --executor slurm "
-                     "--device cuda --workers 3 --seeds 2")
+                     "--device cuda --workers 3 --wait --seeds 2")
     assert collect == "collect results/bm_nl --out results/bm_nl.parquet"
     assert plot.startswith("plot phase-diagram results/bm_nl.parquet --axis batch_size")
     assert plot.endswith("--out figs/pd_bm_nl.png --pdf")
     assert (tmp_path / "figs").is_dir()
+
+
+def test_slurm_without_wait_submits_and_prints_what_to_run_later(tmp_path):
+    log = tmp_path / "calls.log"
+    fake = tmp_path / "fake-dnn-spring"
+    fake.write_text(f'#!/usr/bin/env bash\necho "$*" >> {log}\n')
+    fake.chmod(0o755)
+    done = run_script("test_pd_ns_nl.sh", {"DNN_SPRING": str(fake), "EXECUTOR": "slurm"},
+                      cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (sweep,) = log.read_text().splitlines()  # no collect or plot yet
+    assert sweep == "sweep ns_nl --preset paper --out results/ns_nl --executor slurm"
+    later = done.stdout.splitlines()
+    assert later[-2] == f"  {fake} collect results/ns_nl --out results/ns_nl.parquet"
+    # the printed plot command runs as printed (its title has spaces and parentheses)
+    plot = later[-1].split("&& ", 1)[1]
+    subprocess.run(["bash", "-c", plot], cwd=tmp_path, check=True)
+    assert log.read_text().splitlines()[-1] == (
+        "plot phase-diagram results/ns_nl.parquet --axis noise --title ns_nl (paper) "
+        "--out figs/pd_ns_nl.png --pdf")
 
 
 def test_another_dataset_gets_its_own_results_and_figure(tmp_path):

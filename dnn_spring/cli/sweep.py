@@ -47,11 +47,26 @@ def _add_sweep(subparsers) -> None:
                    help="train one run at a time instead of batched groups")
     p.add_argument("--keep-failed", dest="retry_failed", action="store_false",
                    help="do not rerun runs recorded as failed")
-    p.add_argument("--executor", choices=EXECUTORS, default="local")
-    p.add_argument("--partition", help="Slurm partition")
-    p.add_argument("--time", type=int, default=240, help="Slurm time limit per job, minutes")
-    p.add_argument("--gpus", type=int, default=0, help="GPUs per Slurm job")
-    p.add_argument("--cpus", type=int, default=2, help="CPUs per Slurm job")
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="local: worker processes here (default); slurm: submit a job array and "
+                   "return (--wait to follow it); debug: inline, for tests")
+    g = p.add_argument_group("Slurm (with --executor slurm; one array task per chunk)")
+    g.add_argument("--wait", action="store_true",
+                   help="follow the tasks with a progress bar until they leave the queue")
+    g.add_argument("--partition", help="partition (default: the cluster's)")
+    g.add_argument("--time", type=int, default=240, help="time limit per task, minutes (default 240); "
+                   "a task near it checkpoints and requeues itself")
+    g.add_argument("--gpus", type=int, default=0, help="GPUs per task (default 0)")
+    g.add_argument("--cpus", type=int, default=2, help="CPUs per task (default 2)")
+    g.add_argument("--mem", type=float, help="memory per task, GB (default: the cluster's)")
+    g.add_argument("--parallel", type=int, default=64,
+                   help="most array tasks running at once (default 64)")
+    g.add_argument("--qos", help="quality of service (default: the cluster's)")
+    g.add_argument("--account", help="account to charge (default: the user's)")
+    g.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other sbatch flag, e.g. --sbatch constraint=a100; repeatable")
+    g.add_argument("--signal-delay", type=int, default=120, metavar="SECONDS",
+                   help="checkpoint this long before the time limit (default 120)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=_run_sweep)
 
@@ -78,7 +93,7 @@ def _default_workers(device: str) -> int:
 
 def _run_sweep(args) -> int:
     from dnn_spring.grids import default_out_dir, expand_grid
-    from dnn_spring.sweep import RecordWriteError, SlurmOptions, pending_configs, run_sweep
+    from dnn_spring.sweep import RecordWriteError, pending_configs, run_sweep
 
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"`--workers` must be >= 1, got {args.workers}")
@@ -104,22 +119,53 @@ def _run_sweep(args) -> int:
     workers = args.workers
     if workers is None:
         workers = 1 if args.executor == "slurm" else _default_workers(args.device)
-    slurm = SlurmOptions(partition=args.partition, time_min=args.time, gpus=args.gpus,
-                         cpus=args.cpus)
+    slurm = _slurm_options(args)
+    if args.wait and args.executor != "slurm":
+        raise ValueError("`--wait` goes with --executor slurm (local sweeps always wait)")
     try:
         summary = run_sweep(configs, out, executor=args.executor, workers=workers,
                             device=args.device, batch=args.batch, retry_failed=args.retry_failed,
                             progress=args.progress, desc=args.sweep, slurm=slurm,
-                            threads=args.threads)
+                            threads=args.threads, wait=args.wait or args.executor != "slurm")
     except RecordWriteError as exc:  # one line per unwritten record; the sweep stopped
         for line in exc.failures or [str(exc)]:
             print(f"dnn-spring sweep: error: {line}", file=sys.stderr)
         return 1
+    if args.executor == "slurm" and not args.wait:
+        _print_submission(args.sweep, summary, out)
+        return 0
     print(f"{args.sweep}: {summary['total']} runs, {summary['skipped']} already done; ran "
           f"{summary['ran']}: {summary['ok']} ok, {summary['diverged']} diverged, "
           f"{summary['failed']} failed, {summary['lost']} lost; "
           f"{summary['wall_time']:.1f} s; records in {out}", file=sys.stderr)
     return 1 if summary["lost"] else 0
+
+
+def _slurm_options(args):
+    from dnn_spring.sweep import SlurmOptions
+
+    for name in ("time", "cpus", "parallel"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"`--{name}` must be >= 1, got {getattr(args, name)}")
+    if args.gpus < 0 or args.signal_delay < 0 or (args.mem is not None and args.mem <= 0):
+        raise ValueError("`--gpus` and `--signal-delay` must be >= 0 and `--mem` > 0")
+    options = SlurmOptions(partition=args.partition, time_min=args.time, gpus=args.gpus,
+                           cpus=args.cpus, mem_gb=args.mem, parallel=args.parallel, qos=args.qos,
+                           account=args.account, extra=tuple(args.sbatch),
+                           signal_delay_s=args.signal_delay)
+    options.parameters()  # a bad --sbatch flag fails here, before anything is submitted
+    return options
+
+
+def _print_submission(sweep, summary, out) -> None:
+    ids = summary["job_ids"]
+    arrays = sorted({i.split("_")[0] for i in ids})
+    where = (f"as job array {', '.join(arrays)} ({len(ids)} tasks)" if ids else "(nothing to submit)")
+    print(f"{sweep}: {summary['total']} runs, {summary['skipped']} already done, "
+          f"{summary['queued']} still queued from earlier submissions; submitted "
+          f"{summary['submitted']} {where}", file=sys.stderr)
+    print(f"follow it:     dnn-spring status {out}", file=sys.stderr)
+    print(f"when it ends:  dnn-spring collect {out}", file=sys.stderr)
 
 
 def _add_collect(subparsers) -> None:

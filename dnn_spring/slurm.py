@@ -1,0 +1,340 @@
+"""Sweeps on a Slurm cluster: submit and return, follow the queue, requeue at time limits.
+
+A Slurm sweep (:func:`dnn_spring.sweep.run_sweep` with ``executor="slurm"``)
+submits its unfinished configs as **one job array** through submitit, one
+task per chunk, each task training its chunk as batched groups.  It then
+returns (``wait=False``) or follows the tasks until they leave the queue
+(``wait=True``).
+
+Bookkeeping lives in the results folder:
+
+- ``.slurm/jobs.jsonl``: one line per submitted task, ``{"job_id": "123_4",
+  "keys": [...], "stdout": ..., "stderr": ..., "submitted": unix time}``;
+- ``.submitit/``: submitit's pickles and the tasks' logs.
+
+Submitting again runs only what is missing: under a lock on the folder, the
+configs with a finished record are skipped, and so are those of every task
+the queue (``squeue``) still holds, pending, running or requeued, so a chunk
+is never queued twice.  The queue is read with ``squeue`` and progress with
+the records, never with ``sacct``: a cluster without accounting works the
+same, without warnings.
+
+Time limits and preemption: each task is a
+:class:`submitit.helpers.Checkpointable` (:class:`ChunkJob`).  Slurm sends
+``SIGUSR2`` ``signal_delay_s`` seconds before the time limit (and on
+preemption where the cluster is set up so); the task then finishes its
+epoch, saves its batched group's checkpoint (:mod:`dnn_spring.preempt`) and
+submitit requeues it, up to 3 times for time limits.  The requeued task
+skips the runs whose records exist and goes on from the checkpoint, so its
+numbers equal an uninterrupted run's.  A cancelled task loses only the runs
+it had not finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import getpass
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import submitit
+import torch
+
+from .preempt import Preempted, clear_stop, is_checkpointing, request_stop
+from .records import RecordWriteError, scan_records
+
+__all__ = ["SlurmOptions", "ChunkJob", "submit_chunks", "live_keys", "queue_states",
+           "read_manifest", "follow", "sweep_status", "MANIFEST", "ALIVE_STATES"]
+
+logger = logging.getLogger("dnn_spring.sweep")
+
+#: Where a results folder lists its submitted tasks.
+MANIFEST = Path(".slurm") / "jobs.jsonl"
+#: Queue states of a task that may still write records (squeue shows no finished task).
+ALIVE_STATES = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD",
+                "REQUEUE_FED", "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT")
+_RUNNING = ("RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "CONFIGURING")
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """Resources of each array task (one per chunk), passed to submitit.
+
+    Attributes
+    ----------
+    partition, qos, account : str, optional
+        ``--partition``, ``--qos``, ``--account`` (cluster default when None).
+    time_min : int, default=240
+        Time limit per task, minutes.
+    gpus, cpus : int, default 0 and 2
+        GPUs and CPUs per task.
+    mem_gb : float, optional
+        Memory per task (cluster default when None).
+    parallel : int, default=64
+        Most tasks of the array running at once (``--array=...%parallel``).
+    extra : tuple of str, default=()
+        Further ``sbatch`` flags as ``"KEY=VALUE"`` (e.g. ``"constraint=a100"``).
+    signal_delay_s : int, default=120
+        Seconds before the time limit at which the task is told to checkpoint.
+    poll_s : float, default=10
+        Seconds between two looks at the queue when following a sweep.
+    cluster : str, optional
+        None: Slurm when ``sbatch`` exists, else submitit's local executor;
+        ``"local"`` or ``"debug"`` force those (tests).
+    """
+
+    partition: "str | None" = None
+    time_min: int = 240
+    gpus: int = 0
+    cpus: int = 2
+    mem_gb: "float | None" = None
+    parallel: int = 64
+    qos: "str | None" = None
+    account: "str | None" = None
+    extra: tuple = ()
+    signal_delay_s: int = 120
+    poll_s: float = 10.0
+    cluster: "str | None" = None
+
+    def parameters(self) -> dict:
+        """The submitit parameters of these options."""
+        params = {"timeout_min": int(self.time_min), "cpus_per_task": int(self.cpus),
+                  "gpus_per_node": int(self.gpus), "slurm_array_parallelism": int(self.parallel),
+                  "slurm_signal_delay_s": int(self.signal_delay_s)}
+        extra = {}
+        for item in self.extra:
+            name, sep, value = str(item).partition("=")
+            if not sep or not name.strip():
+                raise ValueError(f"an extra sbatch flag must be KEY=VALUE, got {item!r}")
+            extra[name.strip().lstrip("-").replace("-", "_")] = value.strip()
+        for key, value in (("partition", self.partition), ("qos", self.qos),
+                           ("account", self.account)):
+            if value:
+                params[f"slurm_{key}"] = value
+        if self.mem_gb:
+            params["mem_gb"] = self.mem_gb
+        if extra:
+            params["slurm_additional_parameters"] = extra
+        return params
+
+
+class ChunkJob(submitit.helpers.Checkpointable):
+    """One array task: ``chunk_fn(chunk, **args)``, requeued from its checkpoint on ``SIGUSR2``."""
+
+    def __call__(self, chunk_fn, chunk, **args):
+        clear_stop()
+        torch.set_num_threads(task_threads())
+        requeue = signal.getsignal(signal.SIGUSR2)
+        if callable(requeue):  # submitit's handler: checkpoint(), scontrol requeue, exit
+            signal.signal(signal.SIGUSR2, _deferring(requeue))
+        try:
+            return chunk_fn(chunk, **args)
+        except RecordWriteError as exc:  # comes back as the result, with its one-line messages
+            return exc
+        except Preempted as exc:
+            logger.warning("%s; requeueing", exc)
+            if callable(requeue):
+                requeue(signal.SIGUSR2, None)
+            raise
+
+
+def task_threads() -> int:
+    """Torch threads of a task: ``OMP_NUM_THREADS`` if set, else its CPUs
+    (``SLURM_CPUS_PER_TASK``), else torch's default.  Records store the count."""
+    for name in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
+        value = os.environ.get(name, "").strip()
+        if value.isdigit() and int(value) >= 1:
+            return int(value)
+    return torch.get_num_threads()
+
+
+def _deferring(requeue):
+    def handler(signum, frame):
+        if is_checkpointing():  # the group saves at the end of its epoch, then raises Preempted
+            logger.warning("got signal %d: stopping at the end of the epoch", signum)
+            request_stop()
+        else:
+            requeue(signum, frame)
+    return handler
+
+
+# --------------------------------------------------------------------------- manifest
+
+@contextlib.contextmanager
+def submission_lock(out_dir):
+    """Hold an exclusive lock on ``out_dir`` while a sweep decides what to submit."""
+    path = Path(out_dir) / MANIFEST.parent / "lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def read_manifest(out_dir) -> list:
+    """The submitted tasks of ``out_dir`` (a later line for the same task id wins)."""
+    path = Path(out_dir) / MANIFEST
+    if not path.is_file():
+        return []
+    tasks = {}
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a kill: that task is not known
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("job_id"), str):
+            tasks[entry["job_id"]] = entry
+    return list(tasks.values())
+
+
+def _append_manifest(out_dir, entries) -> None:
+    path = Path(out_dir) / MANIFEST
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        handle.write("".join(json.dumps(e) + "\n" for e in entries))
+
+
+def queue_states(job_ids=None) -> "dict | None":
+    """``{task id: state}`` of this user's tasks in the Slurm queue; None without ``squeue``.
+
+    Array tasks are listed one by one (``123_4``); a task that left the
+    queue is absent.  ``job_ids`` limits the answer to those ids.
+    """
+    if shutil.which("squeue") is None:
+        return None
+    cmd = ["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i %T"]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout
+    except (subprocess.SubprocessError, OSError) as exc:
+        raise OSError(f"squeue failed: {getattr(exc, 'stderr', '') or exc}".strip()) from None
+    states = dict(line.split()[:2] for line in out.splitlines() if len(line.split()) >= 2)
+    if job_ids is not None:
+        wanted = set(job_ids)
+        states = {k: v for k, v in states.items() if k in wanted}
+    return states
+
+
+def live_keys(out_dir) -> dict:
+    """``{config key: task id}`` of the submitted tasks the queue still holds."""
+    tasks = read_manifest(out_dir)
+    if not tasks:
+        return {}
+    states = queue_states([t["job_id"] for t in tasks]) or {}
+    return {key: t["job_id"] for t in tasks if states.get(t["job_id"]) in ALIVE_STATES
+            for key in t["keys"]}
+
+
+def submit_chunks(chunks, chunk_fn, args, options: SlurmOptions) -> list:
+    """Submit ``chunks`` as one job array; list the manifest entries (also appended to it)."""
+    out_dir = Path(args["out_dir"])
+    executor = submitit.AutoExecutor(folder=out_dir / ".submitit", cluster=options.cluster)
+    executor.update_parameters(**options.parameters())
+    with executor.batch():
+        jobs = [executor.submit(ChunkJob(), chunk_fn, chunk, **args) for chunk in chunks]
+    now = time.time()
+    entries = [{"job_id": str(job.job_id), "keys": [c.key() for c in chunk],
+                "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr), "submitted": now}
+               for job, chunk in zip(jobs, chunks)]
+    _append_manifest(out_dir, entries)
+    return list(zip(jobs, chunks, entries))
+
+
+# --------------------------------------------------------------------------- following
+
+def follow(submitted, out_dir, options: SlurmOptions):
+    """Yield ``(chunk, outcome)`` as the submitted tasks finish.
+
+    On Slurm a task is finished when it leaves the queue (a requeued task
+    stays); its outcome is then read from the records: ``(key, status)``
+    per config, ``"lost"`` for a config without a finished record (its log
+    is named in a warning).  submitit's local executors are waited on
+    directly.
+    """
+    if options.cluster in ("local", "debug") or shutil.which("squeue") is None:
+        jobs = {id(job): chunk for job, chunk, _ in submitted}
+        for job in submitit.helpers.as_completed([j for j, _, _ in submitted], poll_frequency=1):
+            try:
+                yield jobs[id(job)], job.result()
+            except Exception as exc:  # a dead job: its runs stay unfinished
+                yield jobs[id(job)], exc
+        return
+    waiting = {entry["job_id"]: (chunk, entry) for _, chunk, entry in submitted}
+    complained = False
+    while waiting:
+        time.sleep(options.poll_s)
+        try:
+            states = queue_states(waiting)
+        except OSError as exc:
+            if not complained:  # said once, then retried quietly
+                logger.warning("%s; asking again every %g s", exc, options.poll_s)
+                complained = True
+            continue
+        for job_id in [j for j in waiting if states.get(j) not in ALIVE_STATES]:
+            chunk, entry = waiting.pop(job_id)
+            yield chunk, _outcome(chunk, out_dir, entry)
+
+
+def _outcome(chunk, out_dir, entry) -> list:
+    records, _ = scan_records(out_dir, warn=False)
+    pairs = [(c.key(), records.get(c.key(), {}).get("status", "lost")) for c in chunk]
+    lost = sum(status == "lost" for _, status in pairs)
+    if lost:
+        logger.warning("task %s left the queue without %d of its %d records; see %s",
+                       entry["job_id"], lost, len(pairs), entry["stderr"])
+    return pairs
+
+
+def sweep_status(out_dir) -> dict:
+    """Where every known run of a results folder stands: records plus the Slurm queue.
+
+    Returns
+    -------
+    dict
+        ``folder``; counts ``done`` (ok or diverged), ``failed``, ``running``,
+        ``pending`` (queued), ``missing`` (submitted, out of the queue, no
+        finished record: cancelled or lost; a new submission reruns them),
+        ``unknown`` (submitted, no record, and no ``squeue`` here to ask);
+        ``queue`` ("slurm", or "unknown" without ``squeue``); ``tasks``, one
+        dict per submitted task: ``job_id``, ``state`` (``GONE`` once out of
+        the queue, ``UNKNOWN`` without ``squeue``), ``runs``, ``done``,
+        ``stdout``, ``stderr``.
+    """
+    records, _ = scan_records(out_dir, warn=False)
+    finished = {k for k, r in records.items() if r.get("status") in ("ok", "diverged")}
+    tasks = read_manifest(out_dir)
+    states = queue_states([t["job_id"] for t in tasks]) if tasks else {}
+    where = {}
+    for task in tasks:
+        state = "UNKNOWN" if states is None else states.get(task["job_id"], "GONE")
+        for key in task["keys"]:
+            if state in ALIVE_STATES or key not in where:
+                where[key] = state
+    counts = dict.fromkeys(("done", "failed", "running", "pending", "missing", "unknown"), 0)
+    for key in set(records) | set(where):
+        state = where.get(key, "GONE")
+        if key in finished:
+            counts["done"] += 1
+        elif state in _RUNNING:
+            counts["running"] += 1
+        elif state in ALIVE_STATES:
+            counts["pending"] += 1
+        elif key in records:
+            counts["failed"] += 1
+        else:
+            counts["unknown" if state == "UNKNOWN" else "missing"] += 1
+    rows = [{"job_id": t["job_id"],
+             "state": "UNKNOWN" if states is None else states.get(t["job_id"], "GONE"),
+             "runs": len(t["keys"]), "done": sum(k in finished for k in t["keys"]),
+             "stdout": t.get("stdout"), "stderr": t.get("stderr")} for t in tasks]
+    return {"folder": str(out_dir), **counts, "queue": "unknown" if states is None else "slurm",
+            "tasks": rows}

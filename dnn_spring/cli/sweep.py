@@ -160,7 +160,8 @@ def _slurm_options(args):
 def _print_submission(sweep, summary, out) -> None:
     ids = summary["job_ids"]
     arrays = sorted({i.split("_")[0] for i in ids})
-    where = (f"as job array {', '.join(arrays)} ({len(ids)} tasks)" if ids else "(nothing to submit)")
+    tasks = f"{len(ids)} task{'s' * (len(ids) != 1)}"
+    where = f"as job array {', '.join(arrays)} ({tasks})" if ids else "(nothing to submit)"
     print(f"{sweep}: {summary['total']} runs, {summary['skipped']} already done, "
           f"{summary['queued']} still queued from earlier submissions; submitted "
           f"{summary['submitted']} {where}", file=sys.stderr)

@@ -1,0 +1,88 @@
+"""A Slurm task told to stop (SIGUSR2) saves at the end of an epoch, requeues, and resumes
+to the numbers of an uninterrupted run; without a running Slurm (tests/test_slurm.py has one)."""
+
+import os
+import signal
+
+import pytest
+
+from dnn_spring import batched
+from dnn_spring.chunk import checkpoint_path, run_chunk
+from dnn_spring.grids import expand_grid
+from dnn_spring.preempt import Preempted, clear_stop
+from dnn_spring.records import collect
+from dnn_spring.slurm import ChunkJob, SlurmOptions
+
+FIELDS = ["status", "epochs_run", "train_loss", "test_acc", "log_d"]
+
+
+def grid():
+    overrides = {"depth": 3, "width": 16, "epochs": 6, "dataset": "digits", "noise": [0.0, 0.4],
+                 "slope": [0.0, 1.0]}
+    return expand_grid("ns_nl", "quick", overrides, n_seeds=1)
+
+
+def signal_at_epoch(monkeypatch, epoch):
+    """Send this process SIGUSR2 while the group trains ``epoch``."""
+    real = batched.GroupFit.run_epoch
+
+    def run_epoch(self):
+        if self.epoch == epoch:
+            os.kill(os.getpid(), signal.SIGUSR2)
+        return real(self)
+
+    monkeypatch.setattr(batched.GroupFit, "run_epoch", run_epoch)
+
+
+def test_a_signalled_task_checkpoints_requeues_and_resumes_to_the_same_numbers(tmp_path, monkeypatch):
+    configs = grid()
+    run_chunk(configs, tmp_path / "plain")
+    requeued = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: requeued.append(signum))
+    try:
+        with monkeypatch.context() as patch:
+            signal_at_epoch(patch, 3)
+            with pytest.raises(Preempted, match="epoch 3 saved"):
+                ChunkJob()(run_chunk, configs, out_dir=str(tmp_path / "job"))
+        assert requeued == [signal.SIGUSR2]  # submitit's handler ran once, after the save
+        assert checkpoint_path(configs, tmp_path / "job").is_file()
+        assert not list((tmp_path / "job").glob("*.json"))  # no half-done group written
+        ChunkJob()(run_chunk, configs, out_dir=str(tmp_path / "job"))  # the requeued task
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+        clear_stop()
+    plain = collect(tmp_path / "plain").set_index("key")[FIELDS]
+    resumed = collect(tmp_path / "job").set_index("key")[FIELDS]
+    assert resumed.sort_index().equals(plain.sort_index())
+    assert not checkpoint_path(configs, tmp_path / "job").exists()
+
+
+def test_a_signal_outside_a_checkpointing_group_requeues_at_once(tmp_path):
+    configs = grid()[:1]  # one run: trained alone, no checkpoint to wait for
+    requeued = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: requeued.append(signum))
+    try:
+        job = ChunkJob()
+
+        def chunk_fn(chunk, **args):
+            signal.raise_signal(signal.SIGUSR2)
+            return [("k", "ok")]
+
+        assert job(chunk_fn, configs, out_dir=str(tmp_path)) == [("k", "ok")]
+        assert requeued == [signal.SIGUSR2]
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+        clear_stop()
+
+
+def test_slurm_options_become_sbatch_parameters():
+    params = SlurmOptions(partition="gpu", time_min=30, gpus=1, cpus=4, mem_gb=16, parallel=8,
+                          qos="high", account="lab", extra=("constraint=a100", "--exclusive="),
+                          signal_delay_s=60).parameters()
+    assert params == {"timeout_min": 30, "cpus_per_task": 4, "gpus_per_node": 1,
+                      "slurm_array_parallelism": 8, "slurm_signal_delay_s": 60,
+                      "slurm_partition": "gpu", "slurm_qos": "high", "slurm_account": "lab",
+                      "mem_gb": 16, "slurm_additional_parameters": {"constraint": "a100",
+                                                                    "exclusive": ""}}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        SlurmOptions(extra=("exclusive",)).parameters()

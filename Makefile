@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test bench
+.PHONY: install demo test bench paper-figures
 
 $(BIN)/dnn-spring: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,3 +24,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_metrics.py
 	$(BIN)/python benchmarks/bench_sweep.py
 	$(BIN)/python benchmarks/bench_spring.py
+
+# The paper's four MLP panels on mnist5k (3 seeds; resumable) -> figs/paper_mnist5k/
+paper-figures: install
+	PATH="$(abspath $(BIN)):$$PATH" bash bash/paper_figures.sh

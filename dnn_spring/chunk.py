@@ -14,6 +14,10 @@ it saves its training state every :data:`CHECKPOINT_EVERY` seconds to
 is run again goes on from there with the same numbers.  The checkpoint is
 deleted once the group's records are written.
 
+Configs that already have a finished record are not trained again (a
+batched group only when all its members have one): a requeued Slurm task,
+which gets its whole chunk again, goes on where it stopped.
+
 A run that raises is recorded with ``status="failed"``; when the batched
 trainer raises for a whole group, its members are retried one at a time (so
 one bad config, or a group too large for memory, costs only itself).  A
@@ -36,7 +40,8 @@ from .batched import train_group
 from .config import RunConfig
 from .grouping import max_group_size
 from .preempt import Preempted, stop_requested
-from .records import RecordWriteError, write_record_or_keep
+from .records import (FINISHED_STATUSES, CorruptRecordError, RecordWriteError, read_record,
+                      record_path, write_record_or_keep)
 from .run_record import STATUSES, fail_record, new_record
 from .train import train_run
 
@@ -95,9 +100,31 @@ def _train_one(config, out_dir, device, train_fn) -> tuple:
     return config.key(), _save(record, config, out_dir)
 
 
+def _finished(configs, out_dir) -> "list | None":
+    """``(key, status)`` of every config when all have a finished record, else None.
+
+    A requeued Slurm task gets its whole chunk again: this is how it skips
+    what it finished before (a group only as a whole, so checkpoint names stay).
+    """
+    pairs = []
+    for config in configs:
+        try:
+            status = read_record(record_path(out_dir, config.key())).get("status")
+        except (OSError, CorruptRecordError):
+            return None
+        if status not in FINISHED_STATUSES:
+            return None
+        pairs.append((config.key(), status))
+    return pairs
+
+
 def _one_by_one(configs, out_dir, device, train_fn) -> list:
     pairs = []
     for config in configs:
+        done = _finished([config], out_dir)
+        if done:
+            pairs += done
+            continue
         try:
             pairs.append(_train_one(config, out_dir, device, train_fn))
         except RecordWriteError as exc:  # stop: the next record would not fit either
@@ -184,6 +211,10 @@ def run_chunk(configs, out_dir, *, device="cpu", batch=True, train_fn=None,
     for start in range(0, len(configs), limit):
         if stop_requested():  # a Slurm job near its limit: requeue before the next group
             raise Preempted(f"stop requested after {len(pairs)} of {len(configs)} runs")
+        done = _finished(configs[start:start + limit], out_dir)
+        if done:
+            pairs += done
+            continue
         try:
             pairs += _run_group(configs[start:start + limit], out_dir, device, train_fn, group_fn)
         except RecordWriteError as exc:

@@ -1,4 +1,4 @@
-"""Where a sweep's chunks run: inline, in a process pool, or as Slurm jobs.
+"""Where a local sweep's chunks run: inline or in a process pool (Slurm: :mod:`dnn_spring.slurm`).
 
 Each executor takes the chunks and one unit of work, ``chunk_fn(chunk,
 **args)`` (by default :func:`dnn_spring.chunk.run_chunk`), and yields
@@ -23,9 +23,8 @@ import signal
 
 import torch
 
-from .slurm import SlurmOptions
 
-__all__ = ["EXECUTORS", "SlurmOptions", "threads_per_worker", "run_inline", "run_pool"]
+__all__ = ["EXECUTORS", "threads_per_worker", "run_inline", "run_pool"]
 
 logger = logging.getLogger("dnn_spring.sweep")
 

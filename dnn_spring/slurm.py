@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import getpass
 import json
 import logging
 import os
@@ -52,16 +51,27 @@ from .preempt import Preempted, clear_stop, is_checkpointing, request_stop
 from .records import RecordWriteError, scan_records
 
 __all__ = ["SlurmOptions", "ChunkJob", "submit_chunks", "live_keys", "queue_states",
-           "read_manifest", "follow", "sweep_status", "MANIFEST", "ALIVE_STATES"]
+           "read_manifest", "follow", "sweep_status", "MANIFEST", "FINAL_STATES", "is_alive",
+           "require_slurm", "MAX_ARRAY"]
 
 logger = logging.getLogger("dnn_spring.sweep")
 
 #: Where a results folder lists its submitted tasks.
 MANIFEST = Path(".slurm") / "jobs.jsonl"
-#: Queue states of a task that may still write records (squeue shows no finished task).
-ALIVE_STATES = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD",
-                "REQUEUE_FED", "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT")
+#: Queue states after which a task writes nothing more; any other state squeue lists is alive.
+FINAL_STATES = ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "BOOT_FAIL",
+                "DEADLINE", "OUT_OF_MEMORY", "PREEMPTED", "REVOKED", "GONE", "UNKNOWN")
+# sbatch flags submitit and requeueing rely on: not to be overridden by --sbatch.
+_RESERVED = {"time", "signal", "array", "output", "error", "open_mode", "job_name", "wrap",
+             "requeue", "no_requeue", "parsable"}
+#: Most tasks in one job array (Slurm's default MaxArraySize is 1001).
+MAX_ARRAY = 1000
 _RUNNING = ("RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "CONFIGURING")
+
+
+def is_alive(state) -> bool:
+    """Is a task in this queue state (None: not in the queue) still to write records?"""
+    return state is not None and state not in FINAL_STATES
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,9 @@ class SlurmOptions:
         Further ``sbatch`` flags as ``"KEY=VALUE"`` (e.g. ``"constraint=a100"``).
     signal_delay_s : int, default=120
         Seconds before the time limit at which the task is told to checkpoint.
+    max_requeues : int, default=3
+        Most times a task requeues itself at its time limit (submitit's
+        ``max_num_timeout``); then it ends, and its unfinished runs are missing.
     poll_s : float, default=10
         Seconds between two looks at the queue when following a sweep.
     cluster : str, optional
@@ -101,6 +114,7 @@ class SlurmOptions:
     account: "str | None" = None
     extra: tuple = ()
     signal_delay_s: int = 120
+    max_requeues: int = 3
     poll_s: float = 10.0
     cluster: "str | None" = None
 
@@ -112,9 +126,14 @@ class SlurmOptions:
         extra = {}
         for item in self.extra:
             name, sep, value = str(item).partition("=")
-            if not sep or not name.strip():
-                raise ValueError(f"an extra sbatch flag must be KEY=VALUE, got {item!r}")
-            extra[name.strip().lstrip("-").replace("-", "_")] = value.strip()
+            name = name.strip().lstrip("-").replace("-", "_")
+            if not sep or not name:
+                raise ValueError(f"an extra sbatch flag must be KEY=VALUE (KEY= for a bare flag), "
+                                 f"got {item!r}")
+            if name in _RESERVED:
+                raise ValueError(f"sbatch flag --{name.replace('_', '-')} is set by dnn-spring "
+                                 f"(use --time, --signal-delay, ...), not through --sbatch")
+            extra[name] = value.strip() or True  # KEY= : a flag without a value
         for key, value in (("partition", self.partition), ("qos", self.qos),
                            ("account", self.account)):
             if value:
@@ -127,43 +146,60 @@ class SlurmOptions:
 
 
 class ChunkJob(submitit.helpers.Checkpointable):
-    """One array task: ``chunk_fn(chunk, **args)``, requeued from its checkpoint on ``SIGUSR2``."""
+    """One array task: ``chunk_fn(chunk, **args)``, requeued from its checkpoint on ``SIGUSR2``.
+
+    On the signal a checkpointing group is asked to stop at the end of its
+    epoch; anywhere else (a run trained alone, an evaluation) the task stops
+    at once.  Should the group not reach its epoch's end within
+    ``signal_delay_s - 20`` seconds (an epoch longer than that, or the
+    signal came in its last epoch), a ``SIGALRM`` stops it there, so the task
+    is always requeued before Slurm kills it.  The requeued task skips the
+    groups whose records exist (:func:`~dnn_spring.chunk.run_chunk`).
+    """
+
+    def __init__(self, signal_delay_s: int = 120):
+        self.signal_delay_s = int(signal_delay_s)
 
     def __call__(self, chunk_fn, chunk, **args):
         clear_stop()
         torch.set_num_threads(task_threads())
         requeue = signal.getsignal(signal.SIGUSR2)
         if callable(requeue):  # submitit's handler: checkpoint(), scontrol requeue, exit
-            signal.signal(signal.SIGUSR2, _deferring(requeue))
+            signal.signal(signal.SIGUSR2, self._on_signal)
+            signal.signal(signal.SIGALRM, _stop_now)
         try:
             return chunk_fn(chunk, **args)
         except RecordWriteError as exc:  # comes back as the result, with its one-line messages
             return exc
         except Preempted as exc:
             logger.warning("%s; requeueing", exc)
+            signal.alarm(0)
             if callable(requeue):
                 requeue(signal.SIGUSR2, None)
             raise
+        finally:
+            signal.alarm(0)
+
+    def _on_signal(self, signum, frame):
+        if not is_checkpointing():
+            _stop_now(signum, frame)
+        logger.warning("got signal %d: stopping at the end of the epoch", signum)
+        request_stop()
+        signal.alarm(max(1, self.signal_delay_s - 20))
+
+
+def _stop_now(signum, frame):
+    raise Preempted(f"got signal {signum} outside a checkpointing group: stopping now")
 
 
 def task_threads() -> int:
-    """Torch threads of a task: ``OMP_NUM_THREADS`` if set, else its CPUs
-    (``SLURM_CPUS_PER_TASK``), else torch's default.  Records store the count."""
-    for name in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
+    """Torch threads of a task: its CPUs (``SLURM_CPUS_PER_TASK``) in a Slurm task, else
+    ``OMP_NUM_THREADS`` if set, else torch's default.  Records store the count."""
+    for name in ("SLURM_CPUS_PER_TASK", "OMP_NUM_THREADS"):
         value = os.environ.get(name, "").strip()
         if value.isdigit() and int(value) >= 1:
             return int(value)
     return torch.get_num_threads()
-
-
-def _deferring(requeue):
-    def handler(signum, frame):
-        if is_checkpointing():  # the group saves at the end of its epoch, then raises Preempted
-            logger.warning("got signal %d: stopping at the end of the epoch", signum)
-            request_stop()
-        else:
-            requeue(signum, frame)
-    return handler
 
 
 # --------------------------------------------------------------------------- manifest
@@ -212,7 +248,7 @@ def queue_states(job_ids=None) -> "dict | None":
     """
     if shutil.which("squeue") is None:
         return None
-    cmd = ["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i %T"]
+    cmd = ["squeue", "-h", "-r", "-u", str(os.getuid()), "-o", "%i %T"]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout
     except (subprocess.SubprocessError, OSError) as exc:
@@ -230,23 +266,46 @@ def live_keys(out_dir) -> dict:
     if not tasks:
         return {}
     states = queue_states([t["job_id"] for t in tasks]) or {}
-    return {key: t["job_id"] for t in tasks if states.get(t["job_id"]) in ALIVE_STATES
+    return {key: t["job_id"] for t in tasks if is_alive(states.get(t["job_id"]))
             for key in t["keys"]}
 
 
+def require_slurm(options: SlurmOptions) -> None:
+    """Refuse a Slurm sweep on a machine without ``sbatch`` and ``squeue`` (one line)."""
+    if options.cluster is None and not (shutil.which("sbatch") and shutil.which("squeue")):
+        raise ValueError("`--executor slurm` needs Slurm's sbatch and squeue on this machine "
+                         "(run it on the cluster's login node); they are not on PATH")
+
+
 def submit_chunks(chunks, chunk_fn, args, options: SlurmOptions) -> list:
-    """Submit ``chunks`` as one job array; list the manifest entries (also appended to it)."""
+    """Submit ``chunks`` as job arrays of at most :data:`MAX_ARRAY` tasks.
+
+    Returns ``(job, chunk, manifest entry)`` per chunk; the entries are also
+    appended to the manifest.  A refused submission is an ``OSError`` with
+    sbatch's first line.
+    """
     out_dir = Path(args["out_dir"])
-    executor = submitit.AutoExecutor(folder=out_dir / ".submitit", cluster=options.cluster)
+    kwargs = {"slurm_max_num_timeout": int(options.max_requeues)} if options.cluster is None else {}
+    executor = submitit.AutoExecutor(folder=out_dir / ".submitit", cluster=options.cluster, **kwargs)
     executor.update_parameters(**options.parameters())
-    with executor.batch():
-        jobs = [executor.submit(ChunkJob(), chunk_fn, chunk, **args) for chunk in chunks]
-    now = time.time()
-    entries = [{"job_id": str(job.job_id), "keys": [c.key() for c in chunk],
-                "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr), "submitted": now}
-               for job, chunk in zip(jobs, chunks)]
-    _append_manifest(out_dir, entries)
-    return list(zip(jobs, chunks, entries))
+    submitted = []
+    for start in range(0, len(chunks), MAX_ARRAY):
+        part = chunks[start:start + MAX_ARRAY]
+        try:
+            with executor.batch():
+                jobs = [executor.submit(ChunkJob(options.signal_delay_s), chunk_fn, chunk, **args)
+                        for chunk in part]
+        except Exception as exc:  # noqa: BLE001 - submitit raises several kinds
+            text = (str(exc).strip().splitlines() or [type(exc).__name__])
+            lines = [x for x in text if "error" in x.lower()] or text
+            raise OSError(f"sbatch failed: {lines[0].strip()}") from None
+        now = time.time()
+        entries = [{"job_id": str(job.job_id), "keys": [c.key() for c in chunk],
+                    "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr),
+                    "submitted": now} for job, chunk in zip(jobs, part)]
+        _append_manifest(out_dir, entries)
+        submitted += list(zip(jobs, part, entries))
+    return submitted
 
 
 # --------------------------------------------------------------------------- following
@@ -279,7 +338,7 @@ def follow(submitted, out_dir, options: SlurmOptions):
                 logger.warning("%s; asking again every %g s", exc, options.poll_s)
                 complained = True
             continue
-        for job_id in [j for j in waiting if states.get(j) not in ALIVE_STATES]:
+        for job_id in [j for j in waiting if not is_alive(states.get(j))]:
             chunk, entry = waiting.pop(job_id)
             yield chunk, _outcome(chunk, out_dir, entry)
 
@@ -304,20 +363,25 @@ def sweep_status(out_dir) -> dict:
         ``pending`` (queued), ``missing`` (submitted, out of the queue, no
         finished record: cancelled or lost; a new submission reruns them),
         ``unknown`` (submitted, no record, and no ``squeue`` here to ask);
-        ``queue`` ("slurm", or "unknown" without ``squeue``); ``tasks``, one
+        ``queue`` ("slurm", or "unknown" without ``squeue``), ``queue_error``
+        (squeue's message when it failed, else None); ``tasks``, one
         dict per submitted task: ``job_id``, ``state`` (``GONE`` once out of
         the queue, ``UNKNOWN`` without ``squeue``), ``runs``, ``done``,
         ``stdout``, ``stderr``.
     """
+    tasks = read_manifest(out_dir)  # before the records: a task that ends meanwhile is "done"
+    queue_error = None
+    try:
+        states = queue_states([t["job_id"] for t in tasks]) if tasks else {}
+    except OSError as exc:
+        states, queue_error = None, str(exc)
     records, _ = scan_records(out_dir, warn=False)
     finished = {k for k, r in records.items() if r.get("status") in ("ok", "diverged")}
-    tasks = read_manifest(out_dir)
-    states = queue_states([t["job_id"] for t in tasks]) if tasks else {}
     where = {}
     for task in tasks:
         state = "UNKNOWN" if states is None else states.get(task["job_id"], "GONE")
         for key in task["keys"]:
-            if state in ALIVE_STATES or key not in where:
+            if is_alive(state) or key not in where:
                 where[key] = state
     counts = dict.fromkeys(("done", "failed", "running", "pending", "missing", "unknown"), 0)
     for key in set(records) | set(where):
@@ -326,7 +390,7 @@ def sweep_status(out_dir) -> dict:
             counts["done"] += 1
         elif state in _RUNNING:
             counts["running"] += 1
-        elif state in ALIVE_STATES:
+        elif is_alive(state):
             counts["pending"] += 1
         elif key in records:
             counts["failed"] += 1
@@ -337,4 +401,4 @@ def sweep_status(out_dir) -> dict:
              "runs": len(t["keys"]), "done": sum(k in finished for k in t["keys"]),
              "stdout": t.get("stdout"), "stderr": t.get("stderr")} for t in tasks]
     return {"folder": str(out_dir), **counts, "queue": "unknown" if states is None else "slurm",
-            "tasks": rows}
+            "queue_error": queue_error, "tasks": rows}

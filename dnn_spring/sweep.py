@@ -59,7 +59,8 @@ from .chunk import CHECKPOINT_DIR, checkpoint_path, forget_unwritable, run_chunk
 from .executors import EXECUTORS, run_inline, run_pool, threads_per_worker
 from .grouping import group_key, max_group_size
 from .records import FINISHED_STATUSES, RecordWriteError, move_aside, os_error_text, scan_records
-from .slurm import SlurmOptions, follow, read_manifest, live_keys, submission_lock, submit_chunks
+from .slurm import (SlurmOptions, follow, live_keys, read_manifest, require_slurm, submission_lock,
+                    submit_chunks)
 
 __all__ = ["run_sweep", "plan_chunks", "pending_configs", "planned_checkpoints", "SlurmOptions",
            "EXECUTORS", "RecordWriteError", "run_chunk", "checkpoint_path", "threads_per_worker"]
@@ -242,26 +243,33 @@ def run_sweep(configs, out_dir, *, executor="local", workers=1, device="cpu", ba
     return summary
 
 
+class _Key(str):
+    """A config known only by its key (a task of an earlier submission)."""
+
+    def key(self) -> str:
+        return str(self)
+
+
 def _sweep_on_slurm(configs, out_dir, summary, args, options, *, wait, retry_failed, workers,
                     chunk_fn, bar) -> None:
     """Submit what is neither finished nor queued, under the folder's lock; then maybe follow."""
-    by_key = {c.key(): c for c in configs}
+    require_slurm(options)
     with submission_lock(out_dir):
-        pending = pending_configs(configs, out_dir, retry_failed=retry_failed, move_bad=True)
+        # the queue before the records: a task that ends in between has written them
         live = live_keys(out_dir)
+        pending = pending_configs(configs, out_dir, retry_failed=retry_failed, move_bad=True)
         todo = [c for c in pending if c.key() not in live]
-        earlier = [t for t in read_manifest(out_dir)
-                   if t["keys"] and all(k in live for k in t["keys"])]
+        earlier = [t for t in read_manifest(out_dir) if t["keys"] and t["keys"][0] in live]
+        running = [[_Key(k) for k in t["keys"]] for t in earlier]
         chunks = plan_chunks(todo, batch=args["batch"], workers=workers, max_size=1 << 30)
-        running = [[by_key[k] for k in t["keys"] if k in by_key] for t in earlier]
-        if args["batch"]:  # a running task's checkpoint is not stale
+        if args["batch"]:  # a queued task's checkpoint is not stale
             _remove_stale_checkpoints(chunks + running, out_dir, args["device"], sized_here=False)
         submitted = submit_chunks(chunks, chunk_fn, args, options) if chunks else []
     summary.update(skipped=summary["total"] - len(pending), submitted=len(todo),
                    queued=len(pending) - len(todo), waited=wait,
                    job_ids=[entry["job_id"] for _, _, entry in submitted])
     if wait:
-        followed = submitted + [(None, chunk, t) for chunk, t in zip(running, earlier) if chunk]
+        followed = submitted + [(None, chunk, t) for chunk, t in zip(running, earlier)]
         _drain(follow(followed, out_dir, options), summary, sum(len(c) for _, c, _ in followed),
                *bar)
 

@@ -66,10 +66,11 @@ def test_a_signal_outside_a_checkpointing_group_requeues_at_once(tmp_path):
 
         def chunk_fn(chunk, **args):
             signal.raise_signal(signal.SIGUSR2)
-            return [("k", "ok")]
+            raise AssertionError("the signal should have stopped the task")
 
-        assert job(chunk_fn, configs, out_dir=str(tmp_path)) == [("k", "ok")]
-        assert requeued == [signal.SIGUSR2]
+        with pytest.raises(Preempted, match="outside a checkpointing group"):
+            job(chunk_fn, configs, out_dir=str(tmp_path))
+        assert requeued == [signal.SIGUSR2]  # submitit's requeue, called once by the job
     finally:
         signal.signal(signal.SIGUSR2, previous)
         clear_stop()
@@ -83,6 +84,51 @@ def test_slurm_options_become_sbatch_parameters():
                       "slurm_array_parallelism": 8, "slurm_signal_delay_s": 60,
                       "slurm_partition": "gpu", "slurm_qos": "high", "slurm_account": "lab",
                       "mem_gb": 16, "slurm_additional_parameters": {"constraint": "a100",
-                                                                    "exclusive": ""}}
+                                                                    "exclusive": True}}
     with pytest.raises(ValueError, match="KEY=VALUE"):
         SlurmOptions(extra=("exclusive",)).parameters()
+    with pytest.raises(ValueError, match="--time is set by dnn-spring"):
+        SlurmOptions(extra=("time=5",)).parameters()
+
+
+def test_a_requeued_chunk_skips_its_finished_groups(tmp_path, monkeypatch):
+    """A chunk of two groups, stopped in the second: the requeued task trains only that one."""
+    import functools
+
+    from dnn_spring import chunk as chunk_module
+
+    configs = grid()
+    monkeypatch.setattr(chunk_module, "max_group_size", lambda config, device="cpu": 2)
+    run_chunk(configs, tmp_path / "plain")
+    trained = []
+
+    def counting_group(group, **kwargs):
+        trained.append([c.key() for c in group])
+        return batched.train_group(group, **kwargs)
+
+    unit = functools.partial(run_chunk, group_fn=counting_group)
+    real, seen = batched.GroupFit.run_epoch, []
+
+    def run_epoch(self):
+        seen.append(self.epoch)
+        if seen.count(3) == 2 and self.epoch == 3:  # epoch 3 of the second group
+            os.kill(os.getpid(), signal.SIGUSR2)
+        return real(self)
+
+    requeued = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: requeued.append(signum))
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(batched.GroupFit, "run_epoch", run_epoch)
+            with pytest.raises(Preempted):
+                ChunkJob()(unit, configs, out_dir=str(tmp_path / "job"))
+        assert len(list((tmp_path / "job").glob("*.json"))) == 2 and requeued
+        trained.clear()
+        ChunkJob()(unit, configs, out_dir=str(tmp_path / "job"))
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+        clear_stop()
+    assert trained == [[c.key() for c in configs[2:]]]  # the first group was not retrained
+    plain = collect(tmp_path / "plain").set_index("key")[FIELDS]
+    resumed = collect(tmp_path / "job").set_index("key")[FIELDS]
+    assert resumed.sort_index().equals(plain.sort_index())

@@ -127,12 +127,13 @@ def test_cancel_part_way_then_resubmit_runs_only_what_is_missing(slurm, tmp_path
 
 
 def test_a_task_past_its_time_limit_requeues_and_ends_with_the_local_numbers(slurm, tmp_path):
-    """A 1-minute task told to checkpoint 40 s before its limit (Slurm sends the signal
-    10 to 20 s in) holds a group that needs longer: it saves at the end of an epoch,
-    requeues, and goes on from its checkpoint."""
-    args = ("sweep", "ns_nl", *GRID, "--epochs", "150")
-    done = cli(*args, "--executor", "slurm", "--wait", "--time", "1", "--signal-delay", "40",
-               "--out", "slurm", cwd=tmp_path, timeout=420)
+    """A 1-minute task told to checkpoint 50 s before its limit holds a group that needs
+    longer (30 to 80 s of training).  Slurm checks limits every 30 s or so, so the signal
+    comes 0 to 30 s in; each time the task saves at the end of an epoch, requeues, and
+    goes on from its checkpoint (up to 10 times)."""
+    args = ("sweep", "ns_nl", *GRID, "--epochs", "600")
+    done = cli(*args, "--executor", "slurm", "--wait", "--time", "1", "--signal-delay", "50",
+               "--requeues", "10", "--out", "slurm", cwd=tmp_path, timeout=480)
     assert "4 ok, 0 diverged, 0 failed, 0 lost" in done.stderr
     status = json.loads(cli("status", "slurm", "--json", cwd=tmp_path).stdout)
     log = "".join(Path(t["stderr"]).read_text() for t in status["tasks"])

@@ -54,6 +54,8 @@ def run(args) -> int:
             print(json.dumps(status))
             continue
         print(_summary_line(status))
+        if status["queue_error"]:
+            print(f"  the queue could not be read ({status['queue_error']}): task states UNKNOWN")
         shown = [t for t in status["tasks"]
                  if args.all_tasks or t["state"] != "GONE" or t["done"] < t["runs"]]
         if shown:

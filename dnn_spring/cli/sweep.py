@@ -67,6 +67,8 @@ def _add_sweep(subparsers) -> None:
                    help="any other sbatch flag, e.g. --sbatch constraint=a100; repeatable")
     g.add_argument("--signal-delay", type=int, default=120, metavar="SECONDS",
                    help="checkpoint this long before the time limit (default 120)")
+    g.add_argument("--requeues", type=int, default=3,
+                   help="most times a task requeues itself at its time limit (default 3)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=_run_sweep)
 
@@ -147,12 +149,12 @@ def _slurm_options(args):
     for name in ("time", "cpus", "parallel"):
         if getattr(args, name) < 1:
             raise ValueError(f"`--{name}` must be >= 1, got {getattr(args, name)}")
-    if args.gpus < 0 or args.signal_delay < 0 or (args.mem is not None and args.mem <= 0):
-        raise ValueError("`--gpus` and `--signal-delay` must be >= 0 and `--mem` > 0")
+    if min(args.gpus, args.signal_delay, args.requeues) < 0 or (args.mem is not None and args.mem <= 0):
+        raise ValueError("`--gpus`, `--signal-delay` and `--requeues` must be >= 0 and `--mem` > 0")
     options = SlurmOptions(partition=args.partition, time_min=args.time, gpus=args.gpus,
                            cpus=args.cpus, mem_gb=args.mem, parallel=args.parallel, qos=args.qos,
                            account=args.account, extra=tuple(args.sbatch),
-                           signal_delay_s=args.signal_delay)
+                           signal_delay_s=args.signal_delay, max_requeues=args.requeues)
     options.parameters()  # a bad --sbatch flag fails here, before anything is submitted
     return options
 
@@ -160,8 +162,11 @@ def _slurm_options(args):
 def _print_submission(sweep, summary, out) -> None:
     ids = summary["job_ids"]
     arrays = sorted({i.split("_")[0] for i in ids})
-    tasks = f"{len(ids)} task{'s' * (len(ids) != 1)}"
-    where = f"as job array {', '.join(arrays)} ({tasks})" if ids else "(nothing to submit)"
+    if len(ids) == 1 and "_" not in ids[0]:  # submitit sends a single task as a plain job
+        where = f"as Slurm job {ids[0]}"
+    else:
+        tasks = f"{len(ids)} task{'s' * (len(ids) != 1)}"
+        where = f"as job array {', '.join(arrays)} ({tasks})" if ids else "(nothing to submit)"
     print(f"{sweep}: {summary['total']} runs, {summary['skipped']} already done, "
           f"{summary['queued']} still queued from earlier submissions; submitted "
           f"{summary['submitted']} {where}", file=sys.stderr)

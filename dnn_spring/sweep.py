@@ -59,8 +59,9 @@ from .chunk import CHECKPOINT_DIR, checkpoint_path, forget_unwritable, run_chunk
 from .executors import EXECUTORS, run_inline, run_pool, threads_per_worker
 from .grouping import group_key, max_group_size
 from .records import FINISHED_STATUSES, RecordWriteError, move_aside, os_error_text, scan_records
-from .slurm import (SlurmOptions, follow, live_keys, read_manifest, require_slurm, submission_lock,
+from .slurm import (SlurmOptions, live_keys, read_manifest, require_slurm, submission_lock,
                     submit_chunks)
+from .slurm_follow import follow
 
 __all__ = ["run_sweep", "plan_chunks", "pending_configs", "planned_checkpoints", "SlurmOptions",
            "EXECUTORS", "RecordWriteError", "run_chunk", "checkpoint_path", "threads_per_worker"]

@@ -13,7 +13,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cmd=${DNN_SPRING:-dnn-spring}
 seeds=${SEEDS:-3}
 panels=${PANELS:-ns_nl lr_nl dp_nl bm_nl}
-export DATASET=mnist5k PRESET=paper DNN_SPRING=$cmd
+export DATASET=mnist5k PRESET=paper DNN_SPRING=$cmd FIGDIR=figs/paper_mnist5k
 declare -A axis=([ns_nl]=noise [lr_nl]=lr [dp_nl]=dropout [bm_nl]=batch_size)
 tables=()
 for panel in $panels; do

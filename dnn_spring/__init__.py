@@ -14,6 +14,8 @@ from dnn_spring.hessian import hessian_top_eigenvalue, hessian_trace
 from dnn_spring.metrics import FuzzinessAccumulator, separation_fuzziness, separation_stats
 from dnn_spring.models import CNN, MLP, build_model, init_cnn_parameters, init_mlp_parameters
 from dnn_spring.shape import LoadShape, load_shape
+from dnn_spring.tracker import LoadCurveTracker
+from dnn_spring.diagnose import Diagnosis, diagnose
 from dnn_spring.train import train_run
 from dnn_spring.batched import train_group
 from dnn_spring.grids import SWEEPS, expand_grid
@@ -39,6 +41,9 @@ __all__ = [
     "load_curve",
     "load_shape",
     "LoadShape",
+    "LoadCurveTracker",
+    "diagnose",
+    "Diagnosis",
     "ModelConfig",
     "DataConfig",
     "TrainConfig",

@@ -48,7 +48,8 @@ from .data import load_dataset
 from .grouping import check_group
 from .preempt import Preempted, checkpointing, stop_requested
 from .rules import add_data_noise, epoch_order, epochs_above, resolve_device, stop_reason
-from .run_record import curve_log_d, fail_record, finish_or_fail, finite_or_none, new_record
+from .run_record import (curve_log_d, fail_record, finish_or_fail, finite_or_none, new_record,
+                         trajectory_tracker)
 from .stacked import StackedMLP
 
 __all__ = ["train_group", "GroupFit"]
@@ -123,8 +124,10 @@ class GroupFit:
 
     def record_trajectory(self) -> None:
         """Append each active member's load curve (log D) at this epoch."""
+        if getattr(self, "_tracker", None) is None:  # one probe set for every member and epoch
+            self._tracker = trajectory_tracker(None, self.data)
         for pos, i in enumerate(self.model.ids):
-            log_d = curve_log_d(self.model.export(pos), self.data)
+            log_d = curve_log_d(self.model.export(pos), self.data, self._tracker)
             self.outcome[i].setdefault("trajectory", []).append({"epoch": self.epoch,
                                                                  "log_d": log_d})
 

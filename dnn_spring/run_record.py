@@ -28,12 +28,13 @@ from torch import Tensor
 
 from ._version import __version__
 from .capture import load_curve
+from .tracker import LoadCurveTracker
 from .config import RunConfig
 from .hessian import hessian_top_eigenvalue, hessian_trace
 from .shape import load_shape
 
 __all__ = ["new_record", "finish_record", "finish_or_fail", "fail_record", "check_record",
-           "accuracy", "curve_log_d", "finite_or_none", "short_repr", "STATUSES", "FINISHED_STATUSES",
+           "accuracy", "curve_log_d", "trajectory_tracker", "finite_or_none", "short_repr", "STATUSES", "FINISHED_STATUSES",
            "CURVE_FIELDS"]
 
 #: Every status a record can have.
@@ -91,12 +92,16 @@ def accuracy(model, x: Tensor, y: Tensor, *, batch_size: int = 4096) -> float:
     return hits / max(len(x), 1)
 
 
-def curve_log_d(model, data) -> list:
-    """log D per load-curve point on the clean training set (eval mode)."""
-    # Only log D is kept: skip the p×p inverse-fuzziness pass at every recorded epoch.
-    frame = load_curve(model, data.x_train, labels=data.y_train, n_classes=data.n_classes,
-                       inverse=False, warn=False)
-    return [finite_or_none(v) for v in frame["log_d"]]
+def trajectory_tracker(model, data) -> LoadCurveTracker:
+    """The tracker of a run's trajectory: the whole clean training set, no warnings."""
+    return LoadCurveTracker(model, data.x_train, data.y_train, probe_size=None,
+                            n_classes=data.n_classes, warn=False)
+
+
+def curve_log_d(model, data, tracker: "LoadCurveTracker | None" = None) -> list:
+    """log D per load-curve point on the clean training set (eval mode), via ``tracker``."""
+    tracker = tracker or trajectory_tracker(model, data)
+    return [finite_or_none(v) for v in tracker.measure(model, keep=False)["log_d"]]
 
 
 def _hessian(model, data, record: dict) -> None:

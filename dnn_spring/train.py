@@ -39,7 +39,8 @@ from .models import CNN
 from .optim import BatchedOptimizer
 from .rules import (add_data_noise, epoch_order, epochs_above, member_seeds, resolve_device,
                     stop_reason)
-from .run_record import curve_log_d, fail_record, finish_or_fail, finite_or_none, new_record
+from .run_record import (curve_log_d, fail_record, finish_or_fail, finite_or_none, new_record,
+                         trajectory_tracker)
 
 __all__ = ["train_run", "cnn_epoch"]
 
@@ -80,6 +81,7 @@ def _train_cnn(config: RunConfig, data, device, record: dict, progress: bool):
     x_std = float(data.x_train.std())
     previous, reason, above = None, "epochs", 0
     devices = [device] if device.type == "cuda" else []
+    tracker = trajectory_tracker(model, data) if t.curve_every else None
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seeds["dropout"])  # nn.Dropout's stream, isolated by fork_rng
         bar = tqdm(range(1, t.epochs + 1), disable=not progress, desc="epochs", leave=False)
@@ -87,7 +89,7 @@ def _train_cnn(config: RunConfig, data, device, record: dict, progress: bool):
             mean = cnn_epoch(model, opt, params, data, config, gens, x_std)
             record.update(epochs_run=epoch, train_loss=finite_or_none(mean))
             if t.curve_every and epoch % t.curve_every == 0:
-                record["trajectory"].append({"epoch": epoch, "log_d": curve_log_d(model, data)})
+                record["trajectory"].append({"epoch": epoch, "log_d": curve_log_d(model, data, tracker)})
             bar.set_postfix(loss=f"{mean:.4g}")
             above = epochs_above(above, mean, data.n_classes)
             finite = all(bool(torch.isfinite(p).all()) for p in params)

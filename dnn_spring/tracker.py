@@ -1,0 +1,208 @@
+"""The load curve while a model trains: :class:`LoadCurveTracker`.
+
+A tracker holds a fixed probe set and measures :func:`~dnn_spring.load_curve`
+on it every ``every`` calls of :meth:`~LoadCurveTracker.step` (or of
+:meth:`~LoadCurveTracker.epoch_end`, counted separately).  Each measurement
+runs in eval mode under ``no_grad`` and restores every module's own training
+flag (``load_curve`` does), so it can sit inside any training loop::
+
+    tracker = LoadCurveTracker(model, x_train, y_train, every=100)
+    for x, y in loader:
+        ...                      # forward, backward, optimiser step
+        tracker.step()
+    tracker.history              # one row per measurement and layer
+    tracker.plot()               # log D per layer against step
+
+The probe set is fixed once: with tensor data, a seeded random subset of
+``probe_size`` samples (all of them when there are fewer), drawn with
+``torch.Generator().manual_seed(seed)`` and kept in data order; a
+re-iterable of ``(inputs, labels)`` batches (a DataLoader) is used as given
+and must give the same samples every time.  Give it clean labels: the load
+curve measures how the classes are separated, not how the noisy labels are fitted.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dnn_spring._style import figure_style
+from dnn_spring.capture import load_curve
+from dnn_spring.checks import range_problem, require
+from dnn_spring.shape import load_shape
+
+__all__ = ["LoadCurveTracker", "SHAPE_COLUMNS"]
+
+#: Per-measurement shape statistics repeated on every row of a measurement.
+SHAPE_COLUMNS = ("v", "c", "c_rel", "fit_slope", "fit_r2", "regime")
+_DEFAULT_PROBE = 512
+
+
+class LoadCurveTracker:
+    """Measure a model's load curve every ``every`` steps or epochs of its training.
+
+    Parameters
+    ----------
+    model : nn.Module
+    data : tensor or ndarray of shape (n_samples, ...), or re-iterable of (inputs, labels)
+        The probe inputs, or batches of inputs and labels (used as given).
+    labels : array-like of int of shape (n_samples,), optional
+        Required with tensor data.
+    every : int, default=1
+        Measure when the call count of :meth:`step` (or :meth:`epoch_end`) is
+        a multiple of ``every``.
+    layers : see :func:`~dnn_spring.load_curve`
+        Which points to measure (default: the model's own points or its
+        top-level children).
+    probe_size : int or None, default=512
+        Samples of tensor data kept as the probe set (a seeded subset); None
+        keeps all.
+    seed : int, default=0
+        Seed of the subset.
+    method : {"lowrank", "pinv32"}, default="lowrank"
+    batch_size, device, n_classes
+        Passed to :func:`~dnn_spring.load_curve`.
+    warn : bool, default=True
+        Give the near-singular warning of :func:`~dnn_spring.load_curve`
+        (once per tracker); records keep ``rank_b`` and ``cond_b`` anyway.
+
+    Attributes
+    ----------
+    steps, epochs : int
+        Calls of :meth:`step` and :meth:`epoch_end` so far.
+    """
+
+    def __init__(self, model, data, labels=None, *, every: int = 1, layers=None,
+                 probe_size: "int | None" = _DEFAULT_PROBE, seed: int = 0, method: str = "lowrank",
+                 batch_size: int = 1024, device=None, n_classes=None, warn: bool = True):
+        require(range_problem("every", every, 1))
+        if probe_size is not None:
+            require(range_problem("probe_size", probe_size, 2))
+        self.model = model
+        self.every = int(every)
+        self.layers = layers
+        self.method = method
+        self._kwargs = {"batch_size": batch_size, "device": device, "n_classes": n_classes}
+        self._data, self._labels = _probe_set(data, labels, probe_size, seed)
+        self.steps = 0
+        self.epochs = 0
+        self._frames = []
+        self._warned = not warn
+
+    # -- counting -----------------------------------------------------------
+    def step(self) -> "pd.DataFrame | None":
+        """Count one training step; measure (and return the rows) on every ``every``-th."""
+        self.steps += 1
+        return self.measure() if self.steps % self.every == 0 else None
+
+    def epoch_end(self) -> "pd.DataFrame | None":
+        """Count one epoch; measure (and return the rows) on every ``every``-th."""
+        self.epochs += 1
+        return self.measure() if self.epochs % self.every == 0 else None
+
+    # -- measuring ------------------------------------------------------------
+    def measure(self, model=None, *, keep: bool = True) -> pd.DataFrame:
+        """Measure now (``model``: another model on the same probe set) and keep the rows
+        in :attr:`history` (unless ``keep`` is False).
+
+        Returns
+        -------
+        DataFrame
+            The :func:`~dnn_spring.load_curve` rows with ``step`` and ``epoch``
+            in front and the curve's shape statistics (:data:`SHAPE_COLUMNS`,
+            NaN/None when the curve has no shape) on every row.
+        """
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            frame = load_curve(model if model is not None else self.model, self._data,
+                               self._labels, self.layers, inverse=False, method=self.method,
+                               **self._kwargs)
+        for item in caught:  # the near-singular warning once per tracker; others as they come
+            if "near singular" in str(item.message):
+                if self._warned:
+                    continue
+                self._warned = True
+            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+        frame.insert(0, "step", self.steps)
+        frame.insert(1, "epoch", self.epochs)
+        for name, value in _shape_stats(frame).items():
+            frame[name] = value
+        if keep:
+            self._frames.append(frame)
+        return frame
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """Every measurement so far: one row per measurement and layer."""
+        if not self._frames:
+            return pd.DataFrame(columns=["step", "epoch", "layer", "point", "log_d", "load",
+                                         *SHAPE_COLUMNS])
+        return pd.concat(self._frames, ignore_index=True)
+
+    def curves(self) -> "tuple[np.ndarray, np.ndarray, list]":
+        """``(steps, log_d, layers)``: ``log_d`` of shape (measurements, points)."""
+        history = self.history
+        if not len(history):
+            raise ValueError("nothing measured yet: call step(), epoch_end() or measure()")
+        table = history.pivot_table(index="step", columns="point", values="log_d", aggfunc="last")
+        names = history.drop_duplicates("point").sort_values("point")["layer"].tolist()
+        return table.index.to_numpy(), table.to_numpy(dtype=float), names
+
+    def plot(self, *, x: str = "step", logits: bool = False):
+        """log D of every point against ``x`` ("step" or "epoch"), input dark to output light.
+
+        The logits point is left out unless ``logits``.  Returns a Figure.
+        """
+        if x not in ("step", "epoch"):
+            raise ValueError(f"`x` must be 'step' or 'epoch', got {x!r}")
+        import matplotlib.pyplot as plt
+
+        history = self.history
+        if not len(history):
+            raise ValueError("nothing measured yet: call step(), epoch_end() or measure()")
+        keep = history if logits else history[~history["is_logits"].astype(bool)]
+        points = sorted(keep["point"].unique())
+        colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, max(len(points), 1)))
+        with figure_style():
+            fig, ax = plt.subplots(figsize=(5.0, 3.4), layout="constrained")
+            for color, point in zip(colors, points):
+                rows = keep[keep["point"] == point]
+                ax.plot(rows[x], rows["log_d"], color=color, lw=1.2,
+                        label=f"{point}: {rows['layer'].iloc[0]}")
+            ax.set_xlabel(x)
+            ax.set_ylabel("log D")
+            ax.legend(fontsize=6, ncol=2 if len(points) > 6 else 1)
+        return fig
+
+
+def _probe_set(data, labels, probe_size, seed):
+    if isinstance(data, (torch.Tensor, np.ndarray)):
+        if labels is None:
+            raise ValueError("`labels` is required when `data` is a tensor")
+        x, y = torch.as_tensor(data), torch.as_tensor(labels)
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"`data` has {x.shape[0]} samples but `labels` has {y.shape[0]}")
+        if probe_size is not None and x.shape[0] > probe_size:
+            gen = torch.Generator().manual_seed(int(seed))
+            keep = torch.randperm(x.shape[0], generator=gen)[:probe_size].sort().values
+            x, y = x[keep], y[keep]
+        return x, y
+    if labels is not None:
+        raise ValueError("`labels` must be None when `data` is an iterable of (inputs, labels) batches")
+    if iter(data) is data:
+        raise TypeError("the probe set is read at every measurement: pass a re-iterable "
+                        "(a list or a DataLoader), not a one-shot iterator")
+    return data, None
+
+
+def _shape_stats(frame: pd.DataFrame) -> dict:
+    try:
+        shape = load_shape(frame)
+    except ValueError:  # a collapsed layer (inf) or too few points
+        return {"v": np.nan, "c": np.nan, "c_rel": np.nan, "fit_slope": np.nan,
+                "fit_r2": np.nan, "regime": None}
+    return {"v": shape.v, "c": shape.c, "c_rel": shape.c_rel, "fit_slope": shape.slope,
+            "fit_r2": shape.r2, "regime": shape.regime}

@@ -1,0 +1,136 @@
+"""LoadCurveTracker (the load curve during training) and diagnose (the stress map)."""
+
+import math
+import warnings
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from dnn_spring import LoadCurveTracker, diagnose, load_curve
+from dnn_spring.diagnose import FLAGS
+
+matplotlib.use("Agg")
+
+
+def _data(n=600, p=20, classes=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % classes
+    means = 3 * torch.randn(classes, p, generator=g)
+    return means[y] + torch.randn(n, p, generator=g), y
+
+
+def _mlp(p=20, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(p, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(),
+                         nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
+
+
+def test_rows_equal_load_curve_at_the_same_step():
+    x, y = _data()
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    tracker = LoadCurveTracker(model, x, y, every=3, probe_size=256, seed=7)
+    keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(7))[:256].sort().values
+    expected = {}
+    for step in range(1, 10):
+        loss = nn.functional.cross_entropy(model(x[step * 50:(step + 1) * 50]), y[step * 50:(step + 1) * 50])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        rows = tracker.step()
+        assert (rows is not None) == (step % 3 == 0)
+        if rows is not None:
+            expected[step] = load_curve(model, x[keep], y[keep], inverse=False)["log_d"].to_numpy()
+    history = tracker.history
+    assert sorted(history["step"].unique()) == [3, 6, 9]
+    for step, log_d in expected.items():
+        got = history[history["step"] == step].sort_values("point")["log_d"].to_numpy()
+        np.testing.assert_allclose(got, log_d, rtol=1e-6)
+    assert {"epoch", "layer", "load", "v", "c", "regime", "rank_b", "cond_b"} <= set(history.columns)
+    # the shape statistics are the curve's, repeated on its rows
+    assert history.groupby("step")["c"].nunique().max() == 1
+    assert model.training  # mode restored
+
+
+def test_epochs_loaders_and_the_figure():
+    x, y = _data()
+    model = _mlp()
+    loader = DataLoader(TensorDataset(x, y), batch_size=100)
+    tracker = LoadCurveTracker(model, loader, every=2)
+    assert [tracker.epoch_end() is not None for _ in range(4)] == [False, True, False, True]
+    assert list(tracker.history["epoch"].unique()) == [2, 4]
+    steps, curves, names = tracker.curves()
+    assert curves.shape == (1, len(names)) or curves.shape[1] == len(names)
+    fig = tracker.plot(x="epoch")
+    assert fig.axes[0].get_xlabel() == "epoch" and len(fig.axes[0].lines) == len(names)
+    reference = load_curve(model, x, y, inverse=False)["log_d"].to_numpy()
+    np.testing.assert_allclose(tracker.history.tail(len(names))["log_d"], reference, rtol=1e-6)
+
+
+def test_the_probe_subset_is_seeded_and_bad_input_is_one_line():
+    x, y = _data()
+    a = LoadCurveTracker(_mlp(), x, y, probe_size=100, seed=3).measure()
+    b = LoadCurveTracker(_mlp(), x, y, probe_size=100, seed=3).measure()
+    c = LoadCurveTracker(_mlp(), x, y, probe_size=100, seed=4).measure()
+    assert a["log_d"].equals(b["log_d"]) and not a["log_d"].equals(c["log_d"])
+    assert (a["n_samples"] == 100).all()
+    with pytest.raises(ValueError, match="`labels` is required"):
+        LoadCurveTracker(_mlp(), x)
+    with pytest.raises(ValueError, match="`every` must be"):
+        LoadCurveTracker(_mlp(), x, y, every=0)
+    with pytest.raises(TypeError, match="re-iterable"):
+        LoadCurveTracker(_mlp(), iter([(x, y)]))
+    with pytest.raises(ValueError, match="nothing measured yet"):
+        LoadCurveTracker(_mlp(), x, y).plot()
+    with pytest.raises(ValueError, match="at least two classes"):
+        LoadCurveTracker(_mlp(), x, torch.zeros(len(x), dtype=torch.long)).measure()
+
+
+class _TowardMeans(nn.Module):
+    """Pull each sample a fraction ``k`` of the way to its nearest class mean (nonlinear)."""
+
+    def __init__(self, means, k):
+        super().__init__()
+        self.register_buffer("means", means)
+        self.k = k
+
+    def forward(self, x):
+        nearest = self.means[torch.cdist(x, self.means).argmin(1)]
+        return x + self.k * (nearest - x)
+
+
+def test_diagnose_flags_an_overloaded_and_an_idle_layer():
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(800) % 4
+    means = 6 * torch.randn(4, 20, generator=g)
+    x = means[y] + torch.randn(800, 20, generator=g)
+    model = nn.Sequential(_TowardMeans(means, 0.3), _TowardMeans(means, 0.3), nn.Identity(),
+                          _TowardMeans(means, 0.95), _TowardMeans(means, 0.3), _TowardMeans(means, 0.3))
+    d = diagnose(model, x, y)
+    flags = dict(zip(d.layers["layer"], d.layers["flag"]))
+    assert flags["3"] == "overloaded" and flags["2"] == "idle"
+    assert flags["0"] == flags["1"] == flags["4"] == flags["5"] == "ok" == flags["input"]
+    assert set(d.layers["flag"]) <= set(FLAGS)
+    hidden = d.layers["share"].dropna()
+    assert math.isclose(hidden.sum(), 1.0, rel_tol=1e-9)
+    # the load of a pull of k is -2 log(1 - k): log D drops by that much
+    assert d.layers.set_index("layer").loc["3", "load"] == pytest.approx(-2 * math.log(0.05), rel=0.05)
+    assert set(d.summary) >= {"v", "c", "fit_slope", "fit_r2", "regime"}
+    assert "3 is overloaded" in d.advice and "2 is idle" in d.advice
+    assert "overloaded" in str(d)
+    fig = d.plot()
+    assert len(fig.axes[0].patches) == len(hidden)
+
+
+def test_diagnose_advice_follows_the_regime():
+    x, y = _data()
+    means = torch.stack([x[y == c].mean(0) for c in range(4)])
+    for ks, regime, word in (([0.9, 0.3, 0.3, 0.3], "convex", "reduce the training noise"),
+                             ([0.05, 0.1, 0.3, 0.8], "concave", "add training noise"),
+                             ([0.3, 0.3, 0.3, 0.3], "linear", "keep the current")):
+        d = diagnose(nn.Sequential(*[_TowardMeans(means, k) for k in ks]), x, y)
+        assert d.summary["regime"] == regime and word in d.advice, (d.summary, d.advice)

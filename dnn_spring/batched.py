@@ -198,7 +198,7 @@ class GroupFit:
 
 
 def train_group(configs: list, *, device="cpu", progress: bool = False, checkpoint=None,
-                checkpoint_every: float = 300.0) -> list:
+                checkpoint_every: float = 300.0, return_models: bool = False):
     """Train compatible MLP configs as one batched model; one run record each.
 
     Parameters
@@ -218,10 +218,13 @@ def train_group(configs: list, *, device="cpu", progress: bool = False, checkpoi
         once the records are safe (the sweep runner does).
     checkpoint_every : float, default 300.0
         Seconds between saves.
+    return_models : bool, default False
+        Also return the trained models (each an :class:`~dnn_spring.models.MLP`
+        in eval mode; None for a diverged or failed run).
 
     Returns
     -------
-    list of dict
+    list of dict, or (list of dict, list of nn.Module or None)
         Run records in the order of ``configs``, in the format of
         :func:`dnn_spring.train.train_run`.  ``wall_time`` is the member's
         share of the group's training time plus its own evaluation time.
@@ -244,7 +247,7 @@ def train_group(configs: list, *, device="cpu", progress: bool = False, checkpoi
         share = (time.perf_counter() - start) / len(configs)
         for record in records:
             fail_record(record, exc)["wall_time"] = share
-        return records
+        return (records, [None] * len(records)) if return_models else records
     share = (time.perf_counter() - start) / len(configs)
     for record, out, config in zip(records, fit.outcome, configs):
         t0 = time.perf_counter()
@@ -256,4 +259,7 @@ def train_group(configs: list, *, device="cpu", progress: bool = False, checkpoi
         else:
             finish_or_fail(record, out["model"], data, hessian=config.train.hessian)
         record["wall_time"] = share + time.perf_counter() - t0
+    if return_models:
+        return records, [out.get("model") if r["status"] == "ok" else None
+                         for r, out in zip(records, fit.outcome)]
     return records

@@ -108,7 +108,8 @@ def _train_cnn(config: RunConfig, data, device, record: dict, progress: bool):
 # --------------------------------------------------------------------------- public
 
 
-def train_run(config: RunConfig, *, device="cpu", progress: bool = False) -> dict:
+def train_run(config: RunConfig, *, device="cpu", progress: bool = False,
+              return_model: bool = False):
     """Train one network and return its run record.
 
     Parameters
@@ -119,6 +120,9 @@ def train_run(config: RunConfig, *, device="cpu", progress: bool = False) -> dic
         ``"cpu"``, ``"cuda"`` or ``"auto"``.
     progress : bool, default False
         Show a tqdm bar over epochs.
+    return_model : bool, default False
+        Return ``(record, model)``: the trained network in eval mode, or None
+        when the run diverged or failed.
 
     Returns
     -------
@@ -143,9 +147,10 @@ def train_run(config: RunConfig, *, device="cpu", progress: bool = False) -> dic
         raise TypeError(f"`config` must be a RunConfig, got {type(config).__name__}")
     dev = resolve_device(device)
     if config.model.arch == "mlp":
-        return train_group([config], device=dev, progress=progress)[0]
+        records, models = train_group([config], device=dev, progress=progress, return_models=True)
+        return (records[0], models[0]) if return_model else records[0]
     start = time.perf_counter()
-    record = new_record(config, dev)
+    record, model = new_record(config, dev), None
     try:
         data = load_dataset(config.data, device=dev, flatten=False)
         model = _train_cnn(config, data, dev, record, progress)
@@ -154,4 +159,6 @@ def train_run(config: RunConfig, *, device="cpu", progress: bool = False) -> dic
     except Exception as exc:  # noqa: BLE001 - a run never kills its caller
         fail_record(record, exc)
     record["wall_time"] = time.perf_counter() - start
+    if return_model:
+        return record, (model.eval() if model is not None and record["status"] == "ok" else None)
     return record

@@ -134,3 +134,39 @@ def test_diagnose_advice_follows_the_regime():
                              ([0.3, 0.3, 0.3, 0.3], "linear", "keep the current")):
         d = diagnose(nn.Sequential(*[_TowardMeans(means, k) for k in ks]), x, y)
         assert d.summary["regime"] == regime and word in d.advice, (d.summary, d.advice)
+
+
+def test_train_save_model_then_diagnose_on_the_command_line(tmp_path):
+    import json as _json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = str(Path(sys.executable).with_name("dnn-spring"))
+    run = lambda *a: subprocess.run([cli, *a], capture_output=True, text=True, cwd=tmp_path)  # noqa: E731
+    done = run("train", "--dataset", "digits", "--depth", "4", "--width", "32", "--epochs", "3",
+               "--threads", "1", "--no-progress", "--save-model", "net.pt")
+    assert done.returncode == 0 and "model written to net.pt" in done.stdout, done.stderr
+    done = run("diagnose", "--model", "net.pt", "--dataset", "digits", "--out", "stress.png")
+    assert done.returncode == 0, done.stderr
+    assert "share" in done.stdout and "regime" in done.stdout and (tmp_path / "stress.png").is_file()
+    assert done.stderr.count("\n") <= 1  # only the "wrote" line, no warnings
+    out = _json.loads(run("diagnose", "--model", "net.pt", "--dataset", "digits", "--json").stdout)
+    assert [row["layer"] for row in out["layers"]][0] == "input_bn"
+    assert {row["flag"] for row in out["layers"]} <= {"overloaded", "idle", "ok"}
+    # a scripted nn.Sequential is measured through taps on its children
+    torch.manual_seed(0)
+    seq = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+    torch.jit.save(torch.jit.script(seq), str(tmp_path / "seq.pt"))
+    done = run("diagnose", "--model", "seq.pt", "--dataset", "digits")
+    assert done.returncode == 0 and "taps.1" in done.stdout, done.stderr
+    # bad input: one line each
+    (tmp_path / "junk.pt").write_text("not a model")
+    torch.save(seq.state_dict(), tmp_path / "weights.pt")
+    for args, message in ((("--model", "junk.pt"), "is not a saved model"),
+                          (("--model", "weights.pt"), "not an nn.Module"),
+                          (("--model", "net.pt", "--dataset", "mnist5k"), "do not fit the model"),
+                          (("--model", "missing.pt"), "does not exist")):
+        done = run("diagnose", "--dataset", "digits", *args)
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+        assert done.stderr.count("\n") == 1, done.stderr

@@ -15,7 +15,7 @@ import sys
 
 __all__ = ["main", "build_parser"]
 
-_COMMAND_MODULES = ("train", "sweep", "status", "spring", "fit")
+_COMMAND_MODULES = ("train", "sweep", "status", "diagnose", "spring", "fit")
 
 
 class _Parser(argparse.ArgumentParser):

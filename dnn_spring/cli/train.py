@@ -89,6 +89,9 @@ def add_parser(subparsers) -> None:
                    "choice); recorded in the record")
     p.add_argument("--out", default=None, metavar="FILE",
                    help="write the run record as JSON to FILE")
+    p.add_argument("--save-model", default=None, metavar="FILE",
+                   help="save the trained network (a whole pickled nn.Module, torch.save) to "
+                   "FILE, for `dnn-spring diagnose --model FILE`")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="hide the progress bar")
 
@@ -178,8 +181,17 @@ def run(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    record = train_run(config, device=device, progress=args.progress)
+    record, model = train_run(config, device=device, progress=args.progress, return_model=True)
     print(format_record(record), flush=True)
+    if args.save_model and model is not None:
+        import torch
+
+        folder = os.path.dirname(os.path.abspath(args.save_model))
+        os.makedirs(folder, exist_ok=True)
+        torch.save(model.cpu().eval(), args.save_model)
+        print(f"model written to {args.save_model}")
+    elif args.save_model:
+        print(f"dnn-spring train: no model saved: the run is {record['status']}", file=sys.stderr)
     note = near_singular_note(record)
     if note:
         print(note, file=sys.stderr)

@@ -1,0 +1,128 @@
+"""The ``diagnose`` sub-command: the stress map of a saved model.
+
+    dnn-spring train --dataset mnist5k --epochs 20 --save-model net.pt
+    dnn-spring diagnose --model net.pt --dataset mnist5k --out stress.png
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+
+__all__ = ["add_parser", "read_model"]
+
+
+def add_parser(subparsers) -> None:
+    """Register ``diagnose``."""
+    p = subparsers.add_parser(
+        "diagnose", help="which layers of a saved model are overloaded or idle",
+        description="Measure the load curve of a saved model (a whole pickled nn.Module, as "
+        "`dnn-spring train --save-model` writes, or TorchScript of an nn.Sequential) on a data "
+        "set's clean training images, print each layer's share of the load with a flag, the "
+        "curve's shape and advice; optionally draw the stress map.")
+    p.add_argument("--model", required=True, metavar="FILE", help="the saved model")
+    p.add_argument("--dataset", required=True, help="data set name (mnist5k, digits, ...)")
+    p.add_argument("--n-train", type=int, default=0, help="training samples (0: the data set's default)")
+    p.add_argument("--image-size", type=int, default=10, help="image side the model expects (default 10)")
+    p.add_argument("--data-root", default="./data", help="folder of torchvision data sets")
+    p.add_argument("--out", metavar="PNG", help="write the stress map (each layer's share) here")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.set_defaults(func=run)
+
+
+def read_model(path):
+    """The ``nn.Module`` in ``path``: TorchScript or a whole pickled module (one-line errors)."""
+    import torch
+    from torch import nn
+
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+    try:
+        with warnings.catch_warnings():  # torch.jit.load's deprecation notice
+            warnings.simplefilter("ignore", FutureWarning)
+            model = torch.jit.load(path, map_location="cpu")
+    except Exception:  # noqa: BLE001 - not TorchScript: try a pickled module
+        try:
+            model = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # noqa: BLE001
+            raise ValueError(f"{path} is not a saved model ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if isinstance(model, torch.jit.ScriptModule):
+        return _Taps(model)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"{path} holds a {type(model).__name__}, not an nn.Module "
+                         "(save the whole model with torch.save(model, path), not its state_dict)")
+    return model
+
+
+class _Taps:
+    """Wraps a scripted nn.Sequential so each child's output can be hooked (ScriptModules
+    take no forward hooks): defined lazily as an nn.Module below."""
+
+    def __new__(cls, scripted):
+        from torch import nn
+
+        if getattr(scripted, "original_name", "") != "Sequential":
+            raise ValueError("a TorchScript model takes no hooks: only a scripted nn.Sequential "
+                             "can be measured; save the whole module with torch.save instead")
+
+        class Taps(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.scripted = scripted
+                self.names = [name for name, _ in scripted.named_children()]
+                self.taps = nn.ModuleDict({name: nn.Identity() for name in self.names})
+
+            def forward(self, x):
+                for name, child in zip(self.names, self.scripted.children()):
+                    x = self.taps[name](child(x))
+                return x
+
+            def load_curve_layers(self):
+                return ["input"] + [f"taps.{name}" for name in self.names]
+
+        return Taps()
+
+
+def _fit_inputs(model, x):
+    """``x`` as the model takes it: as is, or flattened per sample; else one line."""
+    import torch
+
+    tries = [x, x.reshape(len(x), -1)]
+    errors = []
+    for candidate in tries:
+        try:
+            with torch.no_grad():
+                model.eval()(candidate[:2])
+            return candidate
+        except Exception as exc:  # noqa: BLE001
+            errors.append(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    raise ValueError(f"the data's inputs {tuple(x.shape[1:])} (or flattened, "
+                     f"{tries[1].shape[1]}) do not fit the model: {errors[-1]}")
+
+
+def run(args) -> int:
+    """Handler of ``dnn-spring diagnose``."""
+    from dnn_spring.config import DataConfig
+    from dnn_spring.data import load_dataset
+    from dnn_spring.diagnose import diagnose
+
+    model = read_model(args.model)
+    data = load_dataset(DataConfig(dataset=args.dataset, n_train=args.n_train,
+                                   image_size=args.image_size, data_root=args.data_root), flatten=False)
+    x = _fit_inputs(model, data.x_train)
+    result = diagnose(model, x, data.y_train)
+    if args.json:
+        print(json.dumps({"layers": json.loads(result.layers.to_json(orient="records")),
+                          "summary": result.summary, "advice": result.advice}))
+    else:
+        print(result)
+    if args.out:
+        from dnn_spring._style import save_figure
+
+        written = save_figure(result.plot(), args.out)
+        print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
+    return 0

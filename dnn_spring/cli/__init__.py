@@ -15,7 +15,7 @@ import sys
 
 __all__ = ["main", "build_parser"]
 
-_COMMAND_MODULES = ("train", "sweep", "status", "diagnose", "spring", "fit")
+_COMMAND_MODULES = ("train", "sweep", "status", "diagnose", "report", "spring", "fit")
 
 
 class _Parser(argparse.ArgumentParser):

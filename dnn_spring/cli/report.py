@@ -1,0 +1,52 @@
+"""The ``report`` sub-command: is the load curve a proxy for test accuracy on a sweep?
+
+    dnn-spring report results/ns_nl_quick.parquet results/lr_nl_quick.parquet --out figs/report.png
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+__all__ = ["add_parser"]
+
+
+def add_parser(subparsers) -> None:
+    """Register ``report``."""
+    p = subparsers.add_parser(
+        "report", help="rank correlation of test accuracy with the load-curve statistics",
+        description="Spearman correlation, with a 95%% bootstrap interval over runs, between "
+        "test accuracy and |c|, v, the fit's R² and the final log D (last hidden point), per "
+        "sweep (each source is one panel) and pooled over all of them.")
+    p.add_argument("source", nargs="+", help="results folder(s) or collect table(s)")
+    p.add_argument("--out", metavar="PNG", help="write the scatter plots here")
+    p.add_argument("--boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
+    p.add_argument("--csv", metavar="FILE", help="also write the correlation table as CSV")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    """Handler of ``dnn-spring report``."""
+    from dnn_spring.records import load_table
+    from dnn_spring.report import plot_proxies, proxy_correlations
+
+    tables = {}
+    for source in args.source:
+        name = Path(str(source).rstrip("/")).stem
+        if name in tables:
+            raise ValueError(f"two sources are both called {name!r}; rename one")
+        tables[name] = load_table(source)
+    result = proxy_correlations(tables, n_boot=args.boot, seed=args.seed)
+    shown = result.assign(ci=[f"[{lo:+.2f}, {hi:+.2f}]" for lo, hi in zip(result["low"], result["high"])])
+    print(shown.pivot(index="panel", columns="proxy", values="rho").round(2).to_string())
+    print()
+    print(shown[["panel", "proxy", "n", "rho", "ci"]].to_string(index=False, float_format=lambda v: f"{v:+.2f}"))
+    if args.csv:
+        result.to_csv(args.csv, index=False)
+    if args.out:
+        from dnn_spring._style import save_figure
+
+        written = save_figure(plot_proxies(tables, result), args.out)
+        print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
+    return 0

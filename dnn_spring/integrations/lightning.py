@@ -1,0 +1,84 @@
+"""A PyTorch Lightning callback that tracks the load curve (imports ``lightning`` on use).
+
+    from dnn_spring.integrations.lightning import LoadCurveCallback
+    callback = LoadCurveCallback(x_probe, y_probe, every=1)          # every epoch
+    trainer = lightning.Trainer(callbacks=[callback], max_epochs=10)
+    trainer.fit(module, loader)
+    callback.tracker.history                                          # as LoadCurveTracker's
+
+The callback makes a :class:`~dnn_spring.LoadCurveTracker` on the
+LightningModule when fitting starts and measures it at the end of every
+``every``-th training epoch (``interval="epoch"``) or batch
+(``interval="step"``), on global rank 0 only.  It logs the curve's ``c``,
+``v`` and the last hidden point's log D through ``pl_module.log`` as
+``load_curve/c``, ``load_curve/v`` and ``load_curve/final_log_d``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from dnn_spring.tracker import LoadCurveTracker
+
+__all__ = ["LoadCurveCallback"]
+
+
+def _base():
+    try:
+        from lightning.pytorch.callbacks import Callback
+    except ImportError:
+        try:
+            from pytorch_lightning.callbacks import Callback
+        except ImportError:
+            raise ImportError("LoadCurveCallback needs PyTorch Lightning: pip install lightning") from None
+    return Callback
+
+
+class LoadCurveCallback(_base()):
+    """Track the load curve of the module being fitted.
+
+    Parameters
+    ----------
+    data, labels
+        The probe set, as for :class:`~dnn_spring.LoadCurveTracker`.
+    every : int, default=1
+        Measure every ``every`` epochs (or steps).
+    interval : {"epoch", "step"}, default="epoch"
+    log : bool, default=True
+        Log ``load_curve/c``, ``/v`` and ``/final_log_d`` with ``pl_module.log``.
+    **tracker_kwargs
+        Further :class:`~dnn_spring.LoadCurveTracker` options (``layers``,
+        ``probe_size``, ``seed``, ...).
+    """
+
+    def __init__(self, data, labels=None, *, every: int = 1, interval: str = "epoch",
+                 log: bool = True, **tracker_kwargs):
+        super().__init__()
+        if interval not in ("epoch", "step"):
+            raise ValueError(f"`interval` must be 'epoch' or 'step', got {interval!r}")
+        self.data, self.labels, self.every, self.interval = data, labels, every, interval
+        self.log, self.tracker_kwargs = log, tracker_kwargs
+        self.tracker = None
+
+    def on_fit_start(self, trainer, pl_module):
+        if self.tracker is None:
+            self.tracker = LoadCurveTracker(pl_module, self.data, self.labels, every=self.every,
+                                            device=pl_module.device, **self.tracker_kwargs)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.interval == "step" and trainer.global_rank == 0:
+            self._logged(pl_module, self.tracker.step())
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if self.interval == "epoch" and trainer.global_rank == 0:
+            self._logged(pl_module, self.tracker.epoch_end())
+
+    def _logged(self, pl_module, rows) -> None:
+        if rows is None or not self.log:
+            return
+        hidden = rows[~rows["is_logits"].astype(bool)]
+        values = {"load_curve/c": rows["c"].iloc[0], "load_curve/v": rows["v"].iloc[0],
+                  "load_curve/final_log_d": hidden["log_d"].iloc[-1] if len(hidden) else math.nan}
+        for name, value in values.items():
+            if value is not None and math.isfinite(float(value)):
+                pl_module.log(name, float(value), rank_zero_only=True)

@@ -24,3 +24,14 @@ def test_readme_example_runs_as_written(tmp_path):
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in README and "make test" in ci
+
+
+def test_readme_tracker_example_runs_as_written(tmp_path):
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", README, flags=re.S)
+              if "LoadCurveTracker" in b]
+    assert blocks, "README has no tracker example"
+    out = subprocess.run([sys.executable, "-c", blocks[0]], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300, env={**__import__("os").environ, "MPLBACKEND": "Agg"})
+    assert out.returncode == 0, out.stderr
+    assert "regime" in out.stdout and "share" in out.stdout
+    assert (tmp_path / "trajectory.png").is_file() and (tmp_path / "stress.png").is_file()

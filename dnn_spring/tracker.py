@@ -111,8 +111,8 @@ class LoadCurveTracker:
         Returns
         -------
         DataFrame
-            The :func:`~dnn_spring.load_curve` rows with ``step`` and ``epoch``
-            in front and the curve's shape statistics (:data:`SHAPE_COLUMNS`,
+            The :func:`~dnn_spring.load_curve` rows with ``measurement`` (0, 1,
+            ...; -1 when not kept), ``step`` and ``epoch`` in front and the curve's shape statistics (:data:`SHAPE_COLUMNS`,
             NaN/None when the curve has no shape) on every row.
         """
         with warnings.catch_warnings(record=True) as caught:
@@ -126,8 +126,9 @@ class LoadCurveTracker:
                     continue
                 self._warned = True
             warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
-        frame.insert(0, "step", self.steps)
-        frame.insert(1, "epoch", self.epochs)
+        frame.insert(0, "measurement", len(self._frames) if keep else -1)
+        frame.insert(1, "step", self.steps)
+        frame.insert(2, "epoch", self.epochs)
         for name, value in _shape_stats(frame).items():
             frame[name] = value
         if keep:
@@ -138,18 +139,22 @@ class LoadCurveTracker:
     def history(self) -> pd.DataFrame:
         """Every measurement so far: one row per measurement and layer."""
         if not self._frames:
-            return pd.DataFrame(columns=["step", "epoch", "layer", "point", "log_d", "load",
+            return pd.DataFrame(columns=["measurement", "step", "epoch", "layer", "point", "log_d", "load",
                                          *SHAPE_COLUMNS])
         return pd.concat(self._frames, ignore_index=True)
 
-    def curves(self) -> "tuple[np.ndarray, np.ndarray, list]":
-        """``(steps, log_d, layers)``: ``log_d`` of shape (measurements, points)."""
+    def curves(self, x: str = "step") -> "tuple[np.ndarray, np.ndarray, list]":
+        """``(times, log_d, layers)``: ``times`` the ``x`` ("step" or "epoch") of each
+        measurement, ``log_d`` of shape (measurements, points)."""
+        if x not in ("step", "epoch"):
+            raise ValueError(f"`x` must be 'step' or 'epoch', got {x!r}")
         history = self.history
         if not len(history):
             raise ValueError("nothing measured yet: call step(), epoch_end() or measure()")
-        table = history.pivot_table(index="step", columns="point", values="log_d", aggfunc="last")
+        table = history.pivot(index="measurement", columns="point", values="log_d")
+        times = history.groupby("measurement")[x].first().to_numpy()
         names = history.drop_duplicates("point").sort_values("point")["layer"].tolist()
-        return table.index.to_numpy(), table.to_numpy(dtype=float), names
+        return times, table.to_numpy(dtype=float), names
 
     def plot(self, *, x: str = "step", logits: bool = False):
         """log D of every point against ``x`` ("step" or "epoch"), input dark to output light.

@@ -63,8 +63,9 @@ def test_epochs_loaders_and_the_figure():
     tracker = LoadCurveTracker(model, loader, every=2)
     assert [tracker.epoch_end() is not None for _ in range(4)] == [False, True, False, True]
     assert list(tracker.history["epoch"].unique()) == [2, 4]
-    steps, curves, names = tracker.curves()
-    assert curves.shape == (1, len(names)) or curves.shape[1] == len(names)
+    epochs, curves, names = tracker.curves(x="epoch")
+    assert list(epochs) == [2, 4] and curves.shape == (2, len(names))
+    assert list(tracker.history["measurement"].unique()) == [0, 1]
     fig = tracker.plot(x="epoch")
     assert fig.axes[0].get_xlabel() == "epoch" and len(fig.axes[0].lines) == len(names)
     reference = load_curve(model, x, y, inverse=False)["log_d"].to_numpy()

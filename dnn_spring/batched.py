@@ -260,6 +260,6 @@ def train_group(configs: list, *, device="cpu", progress: bool = False, checkpoi
             finish_or_fail(record, out["model"], data, hessian=config.train.hessian)
         record["wall_time"] = share + time.perf_counter() - t0
     if return_models:
-        return records, [out.get("model") if r["status"] == "ok" else None
-                         for r, out in zip(records, fit.outcome)]
+        return records, [out["model"].eval() if r["status"] == "ok" and out.get("model") is not None
+                         else None for r, out in zip(records, fit.outcome)]
     return records

@@ -266,7 +266,8 @@ def load_curve(model: nn.Module, data, labels=None, layers=None, *, batch_size: 
         (0, 1, ...), ``module``, ``width``, ``n_samples``, ``log_d``,
         ``log_inv_d``, ``log_trace_ratio``, ``log_d_pinv32`` (NaN where SS_W
         is not formed: ``inverse=False`` or wider than ``max_inverse_width``),
-        ``rank_b``, ``cond_b`` (see :func:`~dnn_spring.metrics.separation_stats`),
+        ``rank_b``, ``max_rank_b``, ``cond_b``, ``near_singular`` (see
+        :func:`~dnn_spring.metrics.separation_stats`),
         ``load`` (drop in log D from the previous point, NaN for the first)
         and ``is_logits`` (the model's ``logits_layer``), plus the probe
         columns when asked.
@@ -338,6 +339,8 @@ def _row(index: int, point: str, module_type: str, stats: dict, model) -> dict:
         "log_trace_ratio": stats["log_trace_ratio"],
         "log_d_pinv32": stats["log_d_pinv32"],
         "rank_b": stats["rank_b"],
+        "max_rank_b": stats["max_rank_b"],
         "cond_b": stats["cond_b"],
+        "near_singular": stats["near_singular"],
         "is_logits": logits is not None and point == logits,
     }

@@ -11,7 +11,9 @@ and reads it the way the phase diagram does (SPEC §3, §6):
   the even share), **idle** when its share is below :data:`IDLE` × ``1/n``
   (a quarter of it, negative loads included: the layer undoes separation),
   and **ok** otherwise.  The input point, the logits and a curve whose total
-  load is not positive are flagged ``ok`` with the share NaN;
+  load is not positive (or below 1e-6 of the summed absolute loads) are
+  flagged ``ok`` with the share NaN; with only two loaded points a layer can
+  be overloaded only when the other's load is negative;
 - the curve's shape (v, c, the linear fit, the regime) gives the advice: a
   concave curve (deep layers carry more) sits in the low-noise, strongly
   nonlinear corner of the phase diagram, a convex one on the noisy or
@@ -119,7 +121,8 @@ def diagnose(model, data, labels=None, *, layers=None, **kwargs) -> Diagnosis:
     hidden = ~frame["is_logits"].astype(bool) & (frame["point"] > 0)
     loads = frame["load"].where(hidden)
     total = float(loads.sum())
-    share = loads / total if total > 0 else loads * np.nan
+    # loads that nearly cancel give no meaningful shares: treated as "not positive"
+    share = loads / total if total > 1e-6 * float(loads.abs().sum()) else loads * np.nan
     even = 1.0 / max(int(hidden.sum()), 1)
     flag = np.where(share > OVERLOAD * even, "overloaded",
                     np.where(share < IDLE * even, "idle", "ok"))
@@ -128,6 +131,7 @@ def diagnose(model, data, labels=None, *, layers=None, **kwargs) -> Diagnosis:
         "load": frame["load"], "share": share,
         "flag": np.where(share.notna(), flag, "ok"),
         "is_logits": frame["is_logits"], "rank_b": frame["rank_b"], "cond_b": frame["cond_b"],
+        "near_singular": frame["near_singular"],
     })
     summary = {"v": shape.v, "c": shape.c, "c_rel": shape.c_rel, "fit_slope": shape.slope,
                "fit_intercept": shape.intercept, "fit_r2": shape.r2, "regime": shape.regime}
@@ -146,6 +150,10 @@ def _advice(shape, table: pd.DataFrame) -> str:
                 "on the noisy or near-linear side of the phase diagram: reduce the training noise "
                 "(a smaller learning rate, a larger batch, less dropout) or make the activations "
                 "more nonlinear (a smaller LeakyReLU slope) to even the load.")
+    elif named["overloaded"] or named["idle"]:
+        text = (f"The first and last layers carry similar loads (linear by c = {shape.c:.2f}), "
+                f"but the load is uneven in between (v = {shape.v:.2f}): the flagged layers below "
+                "do much more or much less than their share.")
     else:
         text = (f"The load is spread about evenly (linear curve, c = {shape.c:.2f}): the band of "
                 "the phase diagram where the paper finds the best test accuracy; keep the "

@@ -35,9 +35,10 @@ def proxy_table(table: pd.DataFrame) -> pd.DataFrame:
     runs = table[table["status"] == "ok"]
     final = runs["log_d"].map(lambda c: float(c[-2]) if c is not None and len(c) >= 2
                               and c[-2] is not None else np.nan)
-    out = pd.DataFrame({"test_acc": runs["test_acc"].astype(float), "abs_c": runs["c"].abs(),
-                        "v": runs["v"], "fit_r2": runs["fit_r2"], "final_log_d": final})
-    return out.astype(float)
+    num = lambda col: pd.to_numeric(runs[col], errors="coerce")  # noqa: E731 - None -> NaN
+    out = pd.DataFrame({"test_acc": num("test_acc"), "abs_c": num("c").abs(), "v": num("v"),
+                        "fit_r2": num("fit_r2"), "final_log_d": final}).astype(float)
+    return out.where(np.isfinite(out))
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -68,6 +69,8 @@ def proxy_correlations(tables: dict, *, n_boot: int = 1000, seed: int = 0) -> pd
         raise ValueError("no table given")
     if int(n_boot) < 10:
         raise ValueError(f"`n_boot` must be >= 10, got {n_boot!r}")
+    if "all" in tables:
+        raise ValueError("a panel may not be called 'all': that name is the pooled runs")
     panels = {name: proxy_table(t) for name, t in tables.items()}
     if len(panels) > 1:
         panels["all"] = pd.concat(panels.values(), ignore_index=True)

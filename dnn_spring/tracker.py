@@ -23,8 +23,6 @@ curve measures how the classes are separated, not how the noisy labels are fitte
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
 import torch
@@ -32,6 +30,7 @@ import torch
 from dnn_spring._style import figure_style
 from dnn_spring.capture import load_curve
 from dnn_spring.checks import range_problem, require
+from dnn_spring.conditioning import warn_near_singular
 from dnn_spring.shape import load_shape
 
 __all__ = ["LoadCurveTracker", "SHAPE_COLUMNS"]
@@ -115,17 +114,12 @@ class LoadCurveTracker:
             ...; -1 when not kept), ``step`` and ``epoch`` in front and the curve's shape statistics (:data:`SHAPE_COLUMNS`,
             NaN/None when the curve has no shape) on every row.
         """
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            frame = load_curve(model if model is not None else self.model, self._data,
-                               self._labels, self.layers, inverse=False, method=self.method,
-                               **self._kwargs)
-        for item in caught:  # the near-singular warning once per tracker; others as they come
-            if "near singular" in str(item.message):
-                if self._warned:
-                    continue
-                self._warned = True
-            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+        frame = load_curve(model if model is not None else self.model, self._data, self._labels,
+                           self.layers, inverse=False, method=self.method, warn=False,
+                           **self._kwargs)
+        if not self._warned and frame["near_singular"].any():  # once per tracker
+            self._warned = True
+            warn_near_singular([(row["layer"], row) for _, row in frame.iterrows()], stacklevel=3)
         frame.insert(0, "measurement", len(self._frames) if keep else -1)
         frame.insert(1, "step", self.steps)
         frame.insert(2, "epoch", self.epochs)

@@ -21,7 +21,8 @@ def add_parser(subparsers) -> None:
         "`dnn-spring train --save-model` writes, or TorchScript of an nn.Sequential) on a data "
         "set's clean training images, print each layer's share of the load with a flag, the "
         "curve's shape and advice; optionally draw the stress map.")
-    p.add_argument("--model", required=True, metavar="FILE", help="the saved model")
+    p.add_argument("--model", required=True, metavar="FILE",
+                   help="the saved model (unpickled: load only files you trust)")
     p.add_argument("--dataset", required=True, help="data set name (mnist5k, digits, ...)")
     p.add_argument("--n-train", type=int, default=0, help="training samples (0: the data set's default)")
     p.add_argument("--image-size", type=int, default=10, help="image side the model expects (default 10)")
@@ -114,7 +115,11 @@ def run(args) -> int:
     data = load_dataset(DataConfig(dataset=args.dataset, n_train=args.n_train,
                                    image_size=args.image_size, data_root=args.data_root), flatten=False)
     x = _fit_inputs(model, data.x_train)
-    result = diagnose(model, x, data.y_train)
+    result = diagnose(model, x, data.y_train, warn=False)
+    near = result.layers.loc[result.layers["near_singular"].astype(bool), "layer"].tolist()
+    if near:
+        print(f"note: SS_B is near singular at {', '.join(near)}: log D there depends on the "
+              "rank cut-off (see rank_b and cond_b in --json)", file=sys.stderr)
     if args.json:
         print(json.dumps({"layers": json.loads(result.layers.to_json(orient="records")),
                           "summary": result.summary, "advice": result.advice}))

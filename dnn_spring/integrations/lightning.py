@@ -9,7 +9,11 @@
 The callback makes a :class:`~dnn_spring.LoadCurveTracker` on the
 LightningModule when fitting starts and measures it at the end of every
 ``every``-th training epoch (``interval="epoch"``) or batch
-(``interval="step"``), on global rank 0 only.  It logs the curve's ``c``,
+(``interval="step"``), on global rank 0 only, with the trainer's own
+counters as ``step`` (global step) and ``epoch`` (epochs done), so a resumed
+fit goes on counting.  Rank 0 runs the forward pass alone: with a sharded
+strategy (FSDP, DeepSpeed ZeRO-3) that would wait for the other ranks, so
+use the callback with data-parallel or single-device training.  It logs the curve's ``c``,
 ``v`` and the last hidden point's log D through ``pl_module.log`` as
 ``load_curve/c``, ``load_curve/v`` and ``load_curve/final_log_d``.
 """
@@ -63,15 +67,25 @@ class LoadCurveCallback(_base()):
     def on_fit_start(self, trainer, pl_module):
         if self.tracker is None:
             self.tracker = LoadCurveTracker(pl_module, self.data, self.labels, every=self.every,
-                                            device=pl_module.device, **self.tracker_kwargs)
+                                            **self.tracker_kwargs)
+        self.tracker.model = pl_module  # a later fit() measures the module it fits
+
+    def _sync(self, trainer) -> None:
+        # the trainer's counters (global step, epochs done), so a resumed fit goes on counting
+        self.tracker.steps = int(trainer.global_step)
+        self.tracker.epochs = int(trainer.current_epoch) + 1
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self.interval == "step" and trainer.global_rank == 0:
-            self._logged(pl_module, self.tracker.step())
+            self._sync(trainer)
+            if self.tracker.steps % self.every == 0:
+                self._logged(pl_module, self.tracker.measure())
 
     def on_train_epoch_end(self, trainer, pl_module):
         if self.interval == "epoch" and trainer.global_rank == 0:
-            self._logged(pl_module, self.tracker.epoch_end())
+            self._sync(trainer)
+            if self.tracker.epochs % self.every == 0:
+                self._logged(pl_module, self.tracker.measure())
 
     def _logged(self, pl_module, rows) -> None:
         if rows is None or not self.log:

@@ -24,6 +24,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_metrics.py
 	$(BIN)/python benchmarks/bench_sweep.py
 	$(BIN)/python benchmarks/bench_spring.py
+	$(BIN)/python benchmarks/bench_tracker.py
 
 # The paper's four MLP panels on mnist5k (3 seeds; resumable) -> figs/paper_mnist5k/
 paper-figures: install

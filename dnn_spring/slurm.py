@@ -52,7 +52,7 @@ import torch
 from .preempt import Preempted, clear_stop, is_checkpointing, request_stop
 from .records import RecordWriteError
 
-__all__ = ["SlurmOptions", "ChunkJob", "submit_chunks", "live_keys", "queue_states",
+__all__ = ["SlurmOptions", "ChunkJob", "submit_chunks", "live_tasks", "queue_states",
            "read_manifest", "MANIFEST", "FINAL_STATES", "is_alive", "require_slurm", "MAX_ARRAY",
            "submission_lock"]
 
@@ -261,14 +261,13 @@ def queue_states(job_ids=None) -> "dict | None":
     return states
 
 
-def live_keys(out_dir) -> dict:
-    """``{config key: task id}`` of the submitted tasks the queue still holds."""
+def live_tasks(out_dir) -> list:
+    """The manifest entries of the submitted tasks the queue still holds."""
     tasks = read_manifest(out_dir)
     if not tasks:
-        return {}
+        return []
     states = queue_states([t["job_id"] for t in tasks]) or {}
-    return {key: t["job_id"] for t in tasks if is_alive(states.get(t["job_id"]))
-            for key in t["keys"]}
+    return [t for t in tasks if is_alive(states.get(t["job_id"]))]
 
 
 def require_slurm(options: SlurmOptions) -> None:

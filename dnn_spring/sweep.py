@@ -59,8 +59,7 @@ from .chunk import CHECKPOINT_DIR, checkpoint_path, forget_unwritable, run_chunk
 from .executors import EXECUTORS, run_inline, run_pool, threads_per_worker
 from .grouping import group_key, max_group_size
 from .records import FINISHED_STATUSES, RecordWriteError, move_aside, os_error_text, scan_records
-from .slurm import (SlurmOptions, live_keys, read_manifest, require_slurm, submission_lock,
-                    submit_chunks)
+from .slurm import SlurmOptions, live_tasks, require_slurm, submission_lock, submit_chunks
 from .slurm_follow import follow
 
 __all__ = ["run_sweep", "plan_chunks", "pending_configs", "planned_checkpoints", "SlurmOptions",
@@ -233,8 +232,7 @@ def run_sweep(configs, out_dir, *, executor="local", workers=1, device="cpu", ba
         return summary
     pending = pending_configs(configs, out_dir, retry_failed=retry_failed, move_bad=True)
     summary["skipped"] = summary["total"] - len(pending)
-    chunks = _plan(pending, out_dir, workers=workers, device=device,
-                   batch=batch)
+    chunks = _plan(pending, out_dir, workers=workers, device=device, batch=batch)
     if executor == "debug" or workers == 1 or len(chunks) <= 1:
         results = run_inline(chunks, chunk_fn, args, n_threads)
     else:
@@ -257,10 +255,10 @@ def _sweep_on_slurm(configs, out_dir, summary, args, options, *, wait, retry_fai
     require_slurm(options)
     with submission_lock(out_dir):
         # the queue before the records: a task that ends in between has written them
-        live = live_keys(out_dir)
+        earlier = live_tasks(out_dir)
+        live = {key for t in earlier for key in t["keys"]}
         pending = pending_configs(configs, out_dir, retry_failed=retry_failed, move_bad=True)
         todo = [c for c in pending if c.key() not in live]
-        earlier = [t for t in read_manifest(out_dir) if t["keys"] and t["keys"][0] in live]
         running = [[_Key(k) for k in t["keys"]] for t in earlier]
         chunks = plan_chunks(todo, batch=args["batch"], workers=workers, max_size=1 << 30)
         if args["batch"]:  # a queued task's checkpoint is not stale
@@ -270,7 +268,7 @@ def _sweep_on_slurm(configs, out_dir, summary, args, options, *, wait, retry_fai
                    queued=len(pending) - len(todo), waited=wait,
                    job_ids=[entry["job_id"] for _, _, entry in submitted])
     if wait:
-        followed = submitted + [(None, chunk, t) for chunk, t in zip(running, earlier)]
+        followed = submitted + [(None, chunk, t) for chunk, t in zip(running, earlier) if chunk]
         _drain(follow(followed, out_dir, options), summary, sum(len(c) for _, c, _ in followed),
                *bar)
 

@@ -29,7 +29,7 @@ import warnings
 import torch
 
 __all__ = ["METHODS", "COND_WARN_FACTOR", "cond_limit", "kept_spectrum",
-           "pinv32_fuzziness", "near_singular", "warn_near_singular"]
+           "pinv32_fuzziness", "near_singular", "warn_near_singular", "near_singular_note"]
 
 #: The metric's ways of inverting SS_B.
 METHODS = ("lowrank", "pinv32")
@@ -104,3 +104,11 @@ def warn_near_singular(points, *, stacklevel: int = 3) -> None:
             + f"; log D there depends on the rank cut-off (directions dropped, or cond_b within "
             f"a factor {COND_WARN_FACTOR:g} of the cut-off): compare method='lowrank' and 'pinv32'",
             RuntimeWarning, stacklevel=stacklevel)
+
+
+def near_singular_note(names, hint: str) -> "str | None":
+    """The command line's one-line note naming near-singular points (None when there are none)."""
+    if not names:
+        return None
+    return (f"note: SS_B is near singular at {', '.join(names)}: log D there depends on the "
+            f"rank cut-off ({hint})")

@@ -58,7 +58,7 @@ def new_record(config: RunConfig, device) -> dict:
     record.update(
         key=config.key(), status="ok", error=None, stop_reason=None, epochs_run=0,
         train_loss=None, train_acc=None, test_acc=None, layers=[], log_d=[], log_inv_d=[],
-        log_trace_ratio=[], log_d_pinv32=[], rank_b=[], cond_b=[], v=None, c=None, c_rel=None, fit_slope=None, fit_r2=None,
+        log_trace_ratio=[], log_d_pinv32=[], rank_b=[], cond_b=[], near_singular=[], v=None, c=None, c_rel=None, fit_slope=None, fit_r2=None,
         regime=None, hessian_top=None, hessian_trace=None, trajectory=[], wall_time=0.0,
         device=str(device), version=__version__, threads=torch.get_num_threads(),
         torch_version=torch.__version__, cpu_capability=_cpu_capability(),
@@ -128,6 +128,7 @@ def finish_record(record: dict, model, data, *, hessian: bool) -> dict:
     for column in ("log_d", "log_inv_d", "log_trace_ratio", "log_d_pinv32", "cond_b"):
         record[column] = [finite_or_none(v) for v in frame[column]]
     record["rank_b"] = [int(v) for v in frame["rank_b"]]
+    record["near_singular"] = [str(v) for v in frame.loc[frame["near_singular"], "layer"]]
     try:
         shape = load_shape(frame)
     except ValueError as exc:  # e.g. a collapsed layer gives log D = inf

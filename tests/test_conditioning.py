@@ -161,6 +161,7 @@ def test_records_and_collect_carry_the_fields(tmp_path):
     points = len(record["log_d"])
     assert len(record["rank_b"]) == len(record["cond_b"]) == len(record["log_d_pinv32"]) == points
     assert all(isinstance(r, int) and 1 <= r <= 9 for r in record["rank_b"])
+    assert isinstance(record["near_singular"], list) and set(record["near_singular"]) <= set(record["layers"])
     on_disk = json.loads(next(tmp_path.glob("*.json")).read_text())
     assert on_disk["cond_b"] == record["cond_b"]
     table = collect(tmp_path)
@@ -191,3 +192,12 @@ def test_cells_and_figures_follow_the_chosen_curve():
     phase_diagram(table, curve="log_d_pinv32")
     with pytest.raises(ValueError, match="log_d_pinv32"):
         cell_table(table.drop(columns="log_d_pinv32"), curve="log_d_pinv32")
+
+
+def test_the_command_line_note_names_the_records_near_singular_points():
+    from dnn_spring.cli.train import near_singular_note
+
+    assert near_singular_note({"near_singular": []}) is None
+    assert near_singular_note({}) is None  # records before 0.5.0
+    note = near_singular_note({"near_singular": ["blocks.6", "head"]})
+    assert note.startswith("note: SS_B is near singular at blocks.6, head:") and "\n" not in note

@@ -107,6 +107,7 @@ def _fit_inputs(model, x):
 
 def run(args) -> int:
     """Handler of ``dnn-spring diagnose``."""
+    from dnn_spring.conditioning import near_singular_note
     from dnn_spring.config import DataConfig
     from dnn_spring.data import load_dataset
     from dnn_spring.diagnose import diagnose
@@ -116,10 +117,11 @@ def run(args) -> int:
                                    image_size=args.image_size, data_root=args.data_root), flatten=False)
     x = _fit_inputs(model, data.x_train)
     result = diagnose(model, x, data.y_train, warn=False)
-    near = result.layers.loc[result.layers["near_singular"].astype(bool), "layer"].tolist()
-    if near:
-        print(f"note: SS_B is near singular at {', '.join(near)}: log D there depends on the "
-              "rank cut-off (see rank_b and cond_b in --json)", file=sys.stderr)
+    note = near_singular_note(
+        result.layers.loc[result.layers["near_singular"].astype(bool), "layer"].tolist(),
+        "see rank_b and cond_b in --json")
+    if note:
+        print(note, file=sys.stderr)
     if args.json:
         print(json.dumps({"layers": json.loads(result.layers.to_json(orient="records")),
                           "summary": result.summary, "advice": result.advice}))

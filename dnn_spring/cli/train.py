@@ -149,24 +149,10 @@ def format_record(record: dict) -> str:
 
 
 def near_singular_note(record: dict) -> "str | None":
-    """One line naming the points whose SS_B is near singular, or None.
+    """One line naming the record's near-singular points (``record["near_singular"]``), or None."""
+    from ..conditioning import near_singular_note as note
 
-    A point is named when it kept fewer between-class directions than the
-    most any point kept, or when ``cond_b`` is within a factor 100 of the
-    float64 cut-off (1e12 at the default rtol); see :mod:`dnn_spring.conditioning`.
-    """
-    from ..conditioning import COND_WARN_FACTOR, cond_limit
-
-    ranks, conds = record.get("rank_b") or [], record.get("cond_b") or []
-    if not ranks or len(ranks) != len(conds):
-        return None
-    limit = cond_limit("lowrank", 1e-6, 1) / COND_WARN_FACTOR
-    named = [name for name, r, c in zip(record["layers"], ranks, conds)
-             if r < max(ranks) or (c is not None and c >= limit)]
-    if not named:
-        return None
-    return (f"note: SS_B is near singular at {', '.join(named)}: log D there depends on the "
-            f"rank cut-off (compare the pinv32 column)")
+    return note(record.get("near_singular"), "compare the pinv32 column")
 
 
 def run(args) -> int:

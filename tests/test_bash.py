@@ -21,10 +21,20 @@ pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash
 
 def run_script(name, env, *args, cwd):
     full = {k: v for k, v in os.environ.items()
-            if k not in ("PRESET", "DATASET", "DEVICE", "OUTDIR", "WORKERS", "EXECUTOR", "DRY_RUN")}
+            if k not in ("PRESET", "DATASET", "DEVICE", "OUTDIR", "WORKERS", "EXECUTOR", "WAIT",
+                         "DRY_RUN")}
     full.update(env)
     return subprocess.run(["bash", str(ROOT / "bash" / name), *args], cwd=cwd, env=full,
                           capture_output=True, text=True, timeout=120)
+
+
+def fake_cli(tmp_path, status=0):
+    """A stand-in for dnn-spring that logs its arguments, one call per line; ``(path, log)``."""
+    log = tmp_path / "calls.log"
+    fake = tmp_path / "fake-dnn-spring"
+    fake.write_text(f'#!/usr/bin/env bash\necho "$*" >> {log}\nexit {status}\n')
+    fake.chmod(0o755)
+    return fake, log
 
 
 @pytest.mark.parametrize("sweep", sorted(SCRIPTS))
@@ -56,10 +66,7 @@ def test_paper_preset_is_the_default(tmp_path):
 
 
 def test_script_runs_sweep_collect_plot_in_order(tmp_path):
-    log = tmp_path / "calls.log"
-    fake = tmp_path / "fake-dnn-spring"
-    fake.write_text(f'#!/usr/bin/env bash\necho "$*" >> {log}\n')
-    fake.chmod(0o755)
+    fake, log = fake_cli(tmp_path)
     env = {"DNN_SPRING": str(fake), "DEVICE": "cuda", "WORKERS": "3", "EXECUTOR": "slurm",
            "WAIT": "1"}
     done = run_script("test_pd_bm_nl.sh", env, "--seeds", "2", cwd=tmp_path)
@@ -74,10 +81,7 @@ def test_script_runs_sweep_collect_plot_in_order(tmp_path):
 
 
 def test_slurm_without_wait_submits_and_prints_what_to_run_later(tmp_path):
-    log = tmp_path / "calls.log"
-    fake = tmp_path / "fake-dnn-spring"
-    fake.write_text(f'#!/usr/bin/env bash\necho "$*" >> {log}\n')
-    fake.chmod(0o755)
+    fake, log = fake_cli(tmp_path)
     done = run_script("test_pd_ns_nl.sh", {"DNN_SPRING": str(fake), "EXECUTOR": "slurm"},
                       cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -94,10 +98,7 @@ def test_slurm_without_wait_submits_and_prints_what_to_run_later(tmp_path):
 
 
 def test_another_dataset_gets_its_own_results_and_figure(tmp_path):
-    log = tmp_path / "calls.log"
-    fake = tmp_path / "fake-dnn-spring"
-    fake.write_text(f'#!/usr/bin/env bash\necho "$*" >> {log}\n')
-    fake.chmod(0o755)
+    fake, log = fake_cli(tmp_path)
     done = run_script("test_pd_ns_nl.sh", {"DNN_SPRING": str(fake), "DATASET": "mnist5k"},
                       cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -109,9 +110,7 @@ def test_another_dataset_gets_its_own_results_and_figure(tmp_path):
 
 
 def test_script_stops_when_the_sweep_fails(tmp_path):
-    fake = tmp_path / "fake-dnn-spring"
-    fake.write_text(f'#!/usr/bin/env bash\necho "$*" >> {tmp_path / "calls.log"}\nexit 3\n')
-    fake.chmod(0o755)
+    fake, log = fake_cli(tmp_path, status=3)
     done = run_script("test_pd_ns_nl.sh", {"DNN_SPRING": str(fake)}, cwd=tmp_path)
     assert done.returncode == 3
-    assert len((tmp_path / "calls.log").read_text().splitlines()) == 1
+    assert len(log.read_text().splitlines()) == 1

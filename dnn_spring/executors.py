@@ -24,7 +24,7 @@ import signal
 import torch
 
 
-__all__ = ["EXECUTORS", "threads_per_worker", "run_inline", "run_pool"]
+__all__ = ["EXECUTORS", "threads_per_worker", "run_inline", "run_pool", "result_or_error"]
 
 logger = logging.getLogger("dnn_spring.sweep")
 
@@ -86,10 +86,11 @@ def run_pool(chunks, chunk_fn, args, workers, threads):
                                 initargs=(threads, os.getpid())) as pool:
         futures = {pool.submit(chunk_fn, chunk, **args): chunk for chunk in chunks}
         for future in cf.as_completed(futures):
-            yield futures[future], _result_or_error(future.result)
+            yield futures[future], result_or_error(future.result)
 
 
-def _result_or_error(get):
+def result_or_error(get):
+    """``get()``, or the exception it raised (a dead worker or job)."""
     try:
         return get()
     except Exception as exc:  # a dead worker or job: its runs stay unfinished

@@ -12,6 +12,7 @@ import time
 
 import submitit
 
+from .executors import result_or_error
 from .records import scan_records
 from .slurm import SlurmOptions, is_alive, queue_states, read_manifest
 
@@ -32,12 +33,10 @@ def follow(submitted, out_dir, options: SlurmOptions):
     directly.
     """
     if options.cluster in ("local", "debug") or shutil.which("squeue") is None:
-        jobs = {id(job): chunk for job, chunk, _ in submitted}
-        for job in submitit.helpers.as_completed([j for j, _, _ in submitted], poll_frequency=1):
-            try:
-                yield jobs[id(job)], job.result()
-            except Exception as exc:  # a dead job: its runs stay unfinished
-                yield jobs[id(job)], exc
+        jobs = {id(job): chunk for job, chunk, _ in submitted if job is not None}
+        for job in submitit.helpers.as_completed([j for j, _, _ in submitted if j is not None],
+                                                 poll_frequency=1):
+            yield jobs[id(job)], result_or_error(job.result)
         return
     waiting = {entry["job_id"]: (chunk, entry) for _, chunk, entry in submitted}
     complained = False

@@ -98,7 +98,6 @@ def _plain_torch_run(config, data, device) -> None:
     from torch.utils.data import DataLoader, TensorDataset
 
     from dnn_spring.models import MLP
-    from dnn_spring.rules import add_data_noise
 
     gen = torch.Generator().manual_seed(config.seed)
     model = MLP(config.model, data.x_train.shape[1], data.n_classes, generator=gen).to(device)
@@ -110,8 +109,11 @@ def _plain_torch_run(config, data, device) -> None:
     model.train()
     for _ in range(config.train.epochs):
         for xb, yb in loader:
-            xb, yb = add_data_noise(xb, yb, config.train.noise, x_std=x_std,
-                                    n_classes=data.n_classes, generator=gen)
+            p = config.train.noise
+            if p:  # the same noise rule, drawn the plain way
+                reset = torch.rand(yb.shape, generator=gen) < p
+                yb = torch.where(reset, torch.randint(data.n_classes, yb.shape, generator=gen), yb)
+                xb = xb + (p * x_std) * torch.randn(xb.shape, generator=gen)
             loss = torch.nn.functional.cross_entropy(model(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()

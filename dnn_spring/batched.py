@@ -47,7 +47,8 @@ from .checkpoint import resume_checkpoint, save_checkpoint
 from .data import load_dataset
 from .grouping import check_group
 from .preempt import Preempted, checkpointing, stop_requested
-from .rules import add_data_noise, epoch_order, epochs_above, resolve_device, stop_reason
+from . import streams
+from .rules import epochs_above, resolve_device, stop_reason
 from .run_record import (curve_log_d, fail_record, finish_or_fail, finite_or_none, new_record,
                          trajectory_tracker)
 from .stacked import StackedMLP
@@ -89,25 +90,19 @@ class GroupFit:
     def epoch_data(self) -> tuple:
         """Each member's reordered, noisy training set: inputs (N, n_in, n), labels (N, n)."""
         X, Y, model = self.data.x_train, self.data.y_train, self.model
-        batch_size, N = self.train.batch_size, len(model.ids)
+        batch_size = self.train.batch_size
         full = batch_size == 0 or batch_size >= len(X)
-        if full and not any(model.noise):
-            if self._inputs is None:
-                self._inputs = (X.T.unsqueeze(0).repeat(N, 1, 1), Y.unsqueeze(0).repeat(N, 1))
+        if full and not any(model.noise) and self._inputs is not None:
             return self._inputs
-        xs, ys = [], []
-        for pos in range(N):
-            g = model.gens[pos]
-            order = epoch_order(len(X), batch_size, g["order"], X.device)
-            x, y = (X, Y) if order is None else (X[order], Y[order])
-            x, y = add_data_noise(x, y, model.noise[pos], x_std=self.x_std,
-                                  n_classes=model.n_out, generator=g["noise"])
-            xs.append(x.T)
-            ys.append(y)
-        return torch.stack(xs), torch.stack(ys)
+        x, y = streams.epoch_samples(X, Y, model.keys, self.epoch, shuffle=not full,
+                                     noise=model.noise, x_std=self.x_std, n_classes=model.n_out)
+        out = x.transpose(1, 2).contiguous(), y.contiguous()
+        if full and not any(model.noise):
+            self._inputs = out
+        return out
 
-    def run_epoch(self) -> list:
-        """One epoch of every active member; each one's mean training loss."""
+    def run_epoch(self) -> torch.Tensor:
+        """One epoch of every active member; their mean training losses (N,), on the device."""
         xe, ye = self.epoch_data()
         n, batch_size = xe.shape[2], self.train.batch_size
         step = n if batch_size == 0 or batch_size >= n else batch_size
@@ -120,7 +115,7 @@ class GroupFit:
             losses = self.model.step(xb, yb)
             total += losses * yb.shape[1]
             seen += yb.shape[1]
-        return (total / seen).tolist()
+        return total / seen
 
     def record_trajectory(self) -> None:
         """Append each active member's load curve (log D) at this epoch."""
@@ -131,9 +126,14 @@ class GroupFit:
             self.outcome[i].setdefault("trajectory", []).append({"epoch": self.epoch,
                                                                  "log_d": log_d})
 
-    def stops(self, means: list) -> dict:
+    def read_epoch(self, means: torch.Tensor) -> tuple:
+        """(mean losses, parameters finite): one read from the device per epoch."""
+        both = torch.stack([means, self.model.finite().to(means.dtype)]).tolist()
+        return both[0], [bool(f) for f in both[1]]
+
+    def stops(self, means: list, finite: list) -> dict:
         """``{position: stop_reason}`` of the members that stop after this epoch."""
-        finite, out = self.model.finite(), {}
+        out = {}
         for pos, (i, mean) in enumerate(zip(self.model.ids, means)):
             self.outcome[i].update(epochs_run=self.epoch, train_loss=mean)
             self.above[pos] = epochs_above(self.above[pos], mean, self.model.n_out)
@@ -175,8 +175,8 @@ class GroupFit:
         bar = tqdm(range(self.epoch + 1, self.train.epochs + 1), disable=not progress,
                    desc="epochs", leave=False)
         for self.epoch in bar:
-            means = self.run_epoch()
-            stops = self.stops(means)
+            means, finite = self.read_epoch(self.run_epoch())
+            stops = self.stops(means, finite)
             if self.train.curve_every and self.epoch % self.train.curve_every == 0:
                 self.record_trajectory()
             bar.set_postfix(active=len(self.model.ids), loss=f"{sum(means) / len(means):.4g}")

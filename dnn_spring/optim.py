@@ -20,6 +20,8 @@ import math
 import torch
 from torch import Tensor
 
+from . import streams
+
 __all__ = ["BatchedOptimizer", "OPTIMIZER_STATE"]
 
 _PSGLD_ALPHA, _PSGLD_LAMBDA = 0.99, 1e-5
@@ -51,16 +53,25 @@ class BatchedOptimizer:
         Per-member learning rate and Langevin temperature.
     weight_decay : float
         L2 penalty added to the gradient (as ``torch.optim``).
-    generators : list of torch.Generator of length N, optional
-        Per-member Langevin noise streams (needed for SGLD / pSGLD).
+    keys : Tensor of shape (N,), int64, optional
+        Per-member keys of the Langevin stream (:func:`dnn_spring.streams.member_keys`),
+        needed for SGLD / pSGLD.  The noise of step t (1-based) is
+        ``streams.normal(keys, t, sum of a member's parameter sizes)``, split
+        over the parameters in order, so it does not depend on the group.
     """
 
-    def __init__(self, name, params, lrs, *, temperatures=None, weight_decay=0.0, generators=None):
+    def __init__(self, name, params, lrs, *, temperatures=None, weight_decay=0.0, keys=None):
         self.name, self.params, self.wd = name, list(params), float(weight_decay)
         self.lrs = [float(v) for v in lrs]
         self.temps = [float(v) for v in (temperatures or [0.0] * len(self.lrs))]
-        self.gens = list(generators or [])
+        self.keys = keys
+        dev = self.params[0].device
+        # steps taken: a Python int, and on the device (read by kernels, so a
+        # captured CUDA graph sees it advance): ``counter`` (int64) and the
+        # fused Adam's float steps
         self.t = 0
+        self.counter = torch.zeros((), dtype=torch.int64, device=dev)
+        self._adam_steps = [torch.zeros((), device=dev) for _ in self.params]
         n_state = OPTIMIZER_STATE[name]
         self.state = [[torch.zeros_like(p) for p in self.params] for _ in range(n_state)]
         self._refresh()
@@ -79,8 +90,16 @@ class BatchedOptimizer:
         self.state = [[s.index_select(0, index) for s in group] for group in self.state]
         self.lrs = [self.lrs[i] for i in idx]
         self.temps = [self.temps[i] for i in idx]
-        self.gens = [self.gens[i] for i in idx] if self.gens else []
+        self.keys = self.keys.index_select(0, index.to(self.keys.device)) \
+            if self.keys is not None else None
         self._refresh()
+
+    def set_steps(self, t: int) -> None:
+        """Set the number of steps taken (resuming from a checkpoint)."""
+        self.t = int(t)
+        self.counter.fill_(self.t)
+        for s in self._adam_steps:
+            s.fill_(float(self.t))
 
     def _bcast(self, values: Tensor, like: Tensor) -> Tensor:
         return values.view(-1, *([1] * (like.dim() - 1)))
@@ -89,6 +108,7 @@ class BatchedOptimizer:
     def step(self, grads: list) -> None:
         """One update from ``grads`` (same shapes as the parameters)."""
         self.t += 1
+        self.counter += 1
         # fused kernels index memory linearly: a transposed gradient would be misread
         grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
         if self.name != "adam" and self.wd:
@@ -99,7 +119,8 @@ class BatchedOptimizer:
         m, v = self.state
         if hasattr(torch, "_fused_adam_"):
             # One fused pass per tensor; per-member lr by runs of equal lr.
-            steps = [torch.tensor(float(self.t), device=p.device) for p in self.params]
+            torch._foreach_add_(self._adam_steps, 1.0)
+            steps = self._adam_steps
             for a, b, lr in self.segments:
                 cut = lambda ts: [t[a:b] for t in ts]  # noqa: E731
                 torch._fused_adam_(cut(self.params), cut(grads), cut(m), cut(v), [], steps,
@@ -123,8 +144,9 @@ class BatchedOptimizer:
     def _langevin_noise(self) -> list:
         """Standard normal noise per member from its own stream, split per tensor."""
         sizes = [p[0].numel() for p in self.params]
-        flat = torch.stack([torch.randn(sum(sizes), generator=g, device=g.device)
-                            for g in self.gens]).to(self.params[0].device)
+        if self.keys is None:
+            raise ValueError(f"`keys` must be given for the {self.name!r} optimiser")
+        flat = streams.normal(self.keys, self.counter, sum(sizes)).to(self.params[0].device)
         return [c.reshape(p.shape) for c, p in zip(flat.split(sizes, dim=1), self.params)]
 
     def _sgld(self, grads):

@@ -1,20 +1,23 @@
 """The training rules every trainer shares (SPEC §5).
 
 Both trainers, the batched MLP trainer (:mod:`dnn_spring.batched`) and the
-single CNN loop (:mod:`dnn_spring.train`), take these from here, so a rule
-is written once:
+single CNN loop (:mod:`dnn_spring.train`), take these from here and from
+:mod:`dnn_spring.streams` (which draws the noise and the order), so a rule is
+written once:
 
 * **Randomness** (:func:`member_seeds`): one ``numpy.random.SeedSequence(seed)``
   per run is spawned into independent streams for the initialisation, the
   data order, the noise draws, the dropout masks and the Langevin noise.
-  The global RNG is never seeded.
-* **Label/data noise p** (:func:`add_data_noise`): each sample's label is
+  The initialisation draws from a ``torch.Generator``; the others are
+  counter-based (:mod:`dnn_spring.streams`), keyed by these seeds and
+  counted by epoch or step.  The global RNG is never seeded.
+* **Label/data noise p** (:func:`dnn_spring.streams.epoch_samples`): each sample's label is
   reset, with probability p (Bernoulli per sample, so the fraction is p on
   average), to a class drawn uniformly from all classes (it may hit the true
   one); the input gets Gaussian noise of standard deviation ``p * std(X)``
   where ``std(X)`` is the scalar standard deviation of the whole training
   input.  Draws are fresh for every sample of every epoch, i.e. every step.
-* **Epoch order** (:func:`epoch_order`): each epoch visits a fresh
+* **Epoch order** (also :func:`~dnn_spring.streams.epoch_samples`): each epoch visits a fresh
   permutation of the training set in batches of ``batch_size`` (the last
   one smaller).  ``batch_size`` 0 or >= n_train is full batch, in data order.
 * **Stopping** (:func:`stop_reason`), checked at the end of each epoch on
@@ -35,10 +38,9 @@ import math
 
 import numpy as np
 import torch
-from torch import Tensor
 
-__all__ = ["STREAMS", "member_seeds", "resolve_device", "add_data_noise", "epoch_order",
-           "stop_reason", "epochs_above", "DIVERGENCE_FACTOR", "DIVERGENCE_PATIENCE"]
+__all__ = ["STREAMS", "member_seeds", "resolve_device", "stop_reason", "epochs_above",
+           "DIVERGENCE_FACTOR", "DIVERGENCE_PATIENCE"]
 
 #: The random streams of one run, in the order they are spawned.
 STREAMS = ("init", "order", "noise", "dropout", "langevin")
@@ -79,47 +81,6 @@ def resolve_device(device) -> torch.device:
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"`device` must be 'cpu', 'cuda' or 'auto', got {device!r}")
     return dev
-
-
-def add_data_noise(x: Tensor, y: Tensor, p: float, *, x_std: float, n_classes: int,
-                   generator: torch.Generator) -> tuple:
-    """Data/label noise of SPEC §5 on one set of samples.
-
-    Parameters
-    ----------
-    x : Tensor of shape (n, ...)
-        Inputs.
-    y : Tensor of shape (n,)
-        Integer labels.
-    p : float
-        Noise level in [0, 1]: probability of resetting a label and relative
-        standard deviation of the input noise.
-    x_std : float
-        ``std(X)`` of the training inputs.
-    n_classes : int
-    generator : torch.Generator
-        Draws, in this order, the label-reset coins, the new labels and the
-        input noise.  Nothing is drawn when ``p == 0``.
-
-    Returns
-    -------
-    x_noisy : Tensor of shape (n, ...)
-    y_noisy : Tensor of shape (n,)
-    """
-    if p == 0:
-        return x, y
-    dev = generator.device
-    reset = torch.rand(y.shape, generator=generator, device=dev).to(y.device) < p
-    new = torch.randint(n_classes, y.shape, generator=generator, device=dev).to(y.device)
-    xi = torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype).to(x.device)
-    return x + (p * x_std) * xi, torch.where(reset, new, y)
-
-
-def epoch_order(n: int, batch_size: int, generator: torch.Generator, device) -> "Tensor | None":
-    """Sample order of one epoch: None for full batch, else a permutation of ``n``."""
-    if batch_size == 0 or batch_size >= n:
-        return None
-    return torch.randperm(n, generator=generator, device=generator.device).to(device)
 
 
 def epochs_above(count: int, mean: float, n_classes: int) -> int:

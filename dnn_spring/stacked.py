@@ -25,11 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .member_ops import (MemberLeakyReLU, MemberLinear, dropout_keep, member_batchnorm,
-                         member_sum)
+from . import streams
+from .member_ops import MemberLeakyReLU, MemberLinear, member_batchnorm, member_sum
 from .models import MLP, init_mlp_parameters
 from .optim import BatchedOptimizer
-from .rules import member_seeds
 
 __all__ = ["StackedMLP", "FlatParams"]
 
@@ -99,9 +98,9 @@ class StackedMLP:
         Parameters of the active members; ``params`` are their (N, ...) views.
     buffers : dict of Tensor
         BatchNorm running statistics, (N, ...) each.
-    gens : list of dict
-        Per active member, its ``order``, ``noise``, ``dropout`` and
-        ``langevin`` generators.
+    keys : dict of Tensor
+        Per stream of :data:`~dnn_spring.streams.STREAM_NAMES`, the active
+        members' keys, (N,) int64 each (their counter-based random streams).
     opt : BatchedOptimizer
         Over the flat buffer, one learning rate per active member.
     """
@@ -111,10 +110,9 @@ class StackedMLP:
         self.n_in, self.n_out = int(n_in), int(n_out)
         c0 = configs[0]
         self.hidden, self.bn = c0.model.depth - 1, c0.model.batchnorm
-        seeds = [member_seeds(c.seed) for c in configs]
         states = [init_mlp_parameters(c.model, self.n_in, self.n_out,
-                                      generator=torch.Generator().manual_seed(s["init"]))
-                  for c, s in zip(configs, seeds)]
+                                      generator=streams.init_generator(c.seed))
+                  for c in configs]
         names = list(states[0])
         self.buffer_names = [k for k in names if k.rsplit(".", 1)[-1] in
                              ("running_mean", "running_var", "num_batches_tracked")]
@@ -122,8 +120,7 @@ class StackedMLP:
         self.weights = FlatParams(states, self.param_names, device)
         self.buffers = {k: torch.stack([s[k] for s in states]).to(device)
                         for k in self.buffer_names}
-        self.gens = [{k: torch.Generator(device=device).manual_seed(v)
-                      for k, v in s.items() if k != "init"} for s in seeds]
+        self.keys = streams.member_keys([c.seed for c in configs], device)
         self._set_members(list(range(len(configs))))
         self.opt = self.new_optimizer()
 
@@ -133,6 +130,7 @@ class StackedMLP:
         cfg = [self.configs[i] for i in ids]
         self.slope = torch.tensor([c.model.slope for c in cfg], device=self.device)
         self.dropout = [c.model.dropout for c in cfg]
+        self.dropout_t = torch.tensor(self.dropout, device=self.device)
         self.noise = [c.train.noise for c in cfg]
         self.params = {k: v.requires_grad_()
                        for k, v in self.weights.views(self.weights.flat).items()}
@@ -145,7 +143,7 @@ class StackedMLP:
         return BatchedOptimizer(
             active[0].optimizer, [self.weights.flat], [t.lr for t in active],
             temperatures=[t.temperature for t in active], weight_decay=active[0].weight_decay,
-            generators=[g["langevin"] for g in self.gens])
+            keys=self.keys["langevin"])
 
     # ----------------------------------------------------------- forward
     def _batchnorm(self, x: Tensor, name: str) -> Tensor:
@@ -159,20 +157,18 @@ class StackedMLP:
     def dropout_masks(self, batch: int) -> "Tensor | None":
         """Per-member dropout multipliers of shape (L-1, N, width, B), or None.
 
-        Each call draws fresh masks from the members' ``dropout`` streams.
+        The masks of optimiser step t (0-based) are member k's ``dropout``
+        stream at counter t, its entries in (layer, feature, sample) order
+        (:func:`~dnn_spring.streams.keep_mask`); a member with p = 0 keeps
+        everything.  A fixed number of tensor operations for any N.
         """
         if not any(self.dropout):
             return None
         width = self.weights.shapes["blocks.0.linear.weight"][0]
-        shape = (self.hidden, len(self.ids), width, batch)
-        mult = (torch.empty(shape, device=self.device) if all(self.dropout)
-                else torch.ones(shape, device=self.device))
-        for pos, p in enumerate(self.dropout):
-            if p > 0:
-                keep, scale = dropout_keep((self.hidden, batch, width), p,
-                                            self.gens[pos]["dropout"])
-                torch.mul(keep.to(self.device).transpose(1, 2), scale, out=mult[:, pos])
-        return mult
+        keep, scale = streams.keep_mask(self.keys["dropout"], self.opt.counter,
+                                        self.hidden * width * batch, self.dropout_t)
+        mult = keep.view(-1, self.hidden, width, batch) * scale.view(-1, 1, 1, 1)
+        return mult.transpose(0, 1)
 
     def losses(self, x: Tensor, y: Tensor) -> Tensor:
         """Per-sample cross-entropy (N, B) for inputs x (N, n_in, B) and labels y (N, B)."""
@@ -210,9 +206,9 @@ class StackedMLP:
         state.update({k: t[pos].clone() for k, t in self.buffers.items()})
         return MLP(self.configs[self.ids[pos]].model, self.n_in, self.n_out, state=state)
 
-    def finite(self) -> list:
-        """Per active member: are all its parameters finite?"""
-        return torch.isfinite(self.weights.flat).all(1).tolist()
+    def finite(self) -> Tensor:
+        """Per active member: are all its parameters finite? (N,) bool, on the device."""
+        return torch.isfinite(self.weights.flat).all(1)
 
     def keep(self, positions: list) -> None:
         """Keep only the members at stack ``positions`` (the others are dropped)."""
@@ -222,7 +218,7 @@ class StackedMLP:
         index = torch.tensor(positions, device=self.device)
         self.weights.keep(index)
         self.buffers = {k: t.index_select(0, index) for k, t in self.buffers.items()}
-        self.gens = [self.gens[i] for i in positions]
+        self.keys = {k: t.index_select(0, index) for k, t in self.keys.items()}
         self._set_members([self.ids[i] for i in positions])
         self.opt.keep([self.weights.flat], positions)
 
@@ -232,7 +228,6 @@ class StackedMLP:
         cpu = lambda t: t.detach().cpu()  # noqa: E731
         return {"ids": list(self.ids), "flat": cpu(self.weights.flat),
                 "buffers": {k: cpu(t) for k, t in self.buffers.items()},
-                "generators": [{k: g.get_state() for k, g in gens.items()} for gens in self.gens],
                 "opt_t": self.opt.t, "opt_state": [[cpu(t) for t in g] for g in self.opt.state]}
 
     def load_state(self, state: dict) -> None:
@@ -245,22 +240,16 @@ class StackedMLP:
         flat = state["flat"]
         if flat.shape != (len(ids), self.weights.flat.shape[1]) or flat.dtype != torch.float32:
             raise ValueError(f"its parameters have shape {tuple(flat.shape)}")
-        gens = [self.gens[i] for i in ids]
-        saved_gens = [{k: saved[k] for k in member} for member, saved
-                      in zip(gens, state["generators"], strict=True)]
-        for member, saved in zip(gens, saved_gens):
-            for k, g in member.items():
-                if saved[k].dtype != torch.uint8 or saved[k].shape != g.get_state().shape:
-                    raise ValueError(f"the {k} generator state does not fit")
         buffers = {k: state["buffers"][k].to(dev) for k in self.buffers}
         opt_state = [[t.to(dev) for t in g] for g in state["opt_state"]]
         opt_t = int(state["opt_t"])
         # commit
-        for member, saved in zip(gens, saved_gens):
-            for k, g in member.items():
-                g.set_state(saved[k])
         self.weights.flat = flat.to(dev)
-        self.gens, self.buffers = gens, buffers
+        index = torch.tensor(ids, device=dev)
+        self.keys = {k: t.index_select(0, index) for k, t in
+                     streams.member_keys([c.seed for c in self.configs], dev).items()}
+        self.buffers = buffers
         self._set_members(ids)
         self.opt = self.new_optimizer()
-        self.opt.t, self.opt.state = opt_t, opt_state
+        self.opt.state = opt_state
+        self.opt.set_steps(opt_t)

@@ -37,8 +37,8 @@ from .config import RunConfig
 from .data import load_dataset
 from .models import CNN
 from .optim import BatchedOptimizer
-from .rules import (add_data_noise, epoch_order, epochs_above, member_seeds, resolve_device,
-                    stop_reason)
+from . import streams
+from .rules import epochs_above, member_seeds, resolve_device, stop_reason
 from .run_record import (curve_log_d, fail_record, finish_or_fail, finite_or_none, new_record,
                          trajectory_tracker)
 
@@ -48,15 +48,15 @@ __all__ = ["train_run", "cnn_epoch"]
 # --------------------------------------------------------------------------- CNN loop
 
 
-def cnn_epoch(model, opt, params, data, cfg, gens, x_std) -> float:
-    """One epoch of the CNN loop; the epoch's mean training loss."""
+def cnn_epoch(model, opt, params, data, cfg, keys, x_std, epoch: int) -> float:
+    """One epoch (1-based ``epoch``) of the CNN loop; the epoch's mean training loss."""
     x, y = data.x_train, data.y_train
-    order = epoch_order(len(x), cfg.train.batch_size, gens["order"], x.device)
-    if order is not None:
-        x, y = x[order], y[order]
-    x, y = add_data_noise(x, y, cfg.train.noise, x_std=x_std, n_classes=data.n_classes,
-                          generator=gens["noise"])
-    step = len(x) if order is None else cfg.train.batch_size
+    batch = cfg.train.batch_size
+    full = batch == 0 or batch >= len(x)
+    x, y = streams.epoch_samples(x, y, keys, epoch, shuffle=not full, noise=[cfg.train.noise],
+                                 x_std=x_std, n_classes=data.n_classes)
+    x, y = x[0], y[0]
+    step = len(x) if full else batch
     total = 0.0
     for s in range(0, len(x), step):
         loss = F.cross_entropy(model(x[s:s + step]), y[s:s + step])
@@ -69,15 +69,15 @@ def cnn_epoch(model, opt, params, data, cfg, gens, x_std) -> float:
 def _train_cnn(config: RunConfig, data, device, record: dict, progress: bool):
     """Plain single-model loop (the CNN); returns the trained model."""
     seeds = member_seeds(config.seed)
-    gens = {k: torch.Generator(device=device).manual_seed(s) for k, s in seeds.items()}
+    keys = streams.member_keys([config.seed], device)
     model = CNN(config.model, data.input_shape, data.n_classes,
-                generator=torch.Generator().manual_seed(seeds["init"]))
+                generator=streams.init_generator(config.seed))
     model = model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     t = config.train
     opt = BatchedOptimizer(t.optimizer, [p.detach()[None] for p in params], [t.lr],
                            temperatures=[t.temperature], weight_decay=t.weight_decay,
-                           generators=[gens["langevin"]])
+                           keys=keys["langevin"])
     x_std = float(data.x_train.std())
     previous, reason, above = None, "epochs", 0
     devices = [device] if device.type == "cuda" else []
@@ -86,7 +86,7 @@ def _train_cnn(config: RunConfig, data, device, record: dict, progress: bool):
         torch.manual_seed(seeds["dropout"])  # nn.Dropout's stream, isolated by fork_rng
         bar = tqdm(range(1, t.epochs + 1), disable=not progress, desc="epochs", leave=False)
         for epoch in bar:
-            mean = cnn_epoch(model, opt, params, data, config, gens, x_std)
+            mean = cnn_epoch(model, opt, params, data, config, keys, x_std, epoch)
             record.update(epochs_run=epoch, train_loss=finite_or_none(mean))
             if t.curve_every and epoch % t.curve_every == 0:
                 record["trajectory"].append({"epoch": epoch, "log_d": curve_log_d(model, data, tracker)})

@@ -8,7 +8,8 @@ import torch
 
 from dnn_spring.config import RunConfig
 from dnn_spring.optim import BatchedOptimizer
-from dnn_spring.rules import add_data_noise, resolve_device
+from dnn_spring import streams
+from dnn_spring.rules import resolve_device
 from dnn_spring.train import train_run
 
 
@@ -25,8 +26,10 @@ def test_noise_resets_labels_and_perturbs_inputs_at_rate_p():
     n, c, p, std = 200_000, 10, 0.3, 2.0
     x = torch.zeros(n, 4)
     y = torch.zeros(n, dtype=torch.long)
-    xn, yn = add_data_noise(x, y, p, x_std=std, n_classes=c,
-                            generator=torch.Generator().manual_seed(1))
+    keys = streams.member_keys([1], "cpu")
+    xn, yn = streams.epoch_samples(x, y, keys, 1, shuffle=False, noise=[p], x_std=std,
+                                   n_classes=c)
+    xn, yn = xn[0], yn[0]
     # a reset label hits the true class 1/c of the time
     changed = (yn != y).double().mean().item()
     assert changed == pytest.approx(p * (1 - 1 / c), abs=4 * math.sqrt(0.27 * 0.73 / n))
@@ -38,11 +41,15 @@ def test_noise_resets_labels_and_perturbs_inputs_at_rate_p():
 
 def test_noise_zero_is_identity_and_seeded():
     x, y = torch.randn(50, 3), torch.randint(0, 5, (50,))
-    xn, yn = add_data_noise(x, y, 0.0, x_std=1.0, n_classes=5, generator=torch.Generator())
-    assert xn is x and yn is y
-    a = add_data_noise(x, y, 0.5, x_std=1.0, n_classes=5, generator=torch.Generator().manual_seed(3))
-    b = add_data_noise(x, y, 0.5, x_std=1.0, n_classes=5, generator=torch.Generator().manual_seed(3))
+    keys = streams.member_keys([3], "cpu")
+    xn, yn = streams.epoch_samples(x, y, keys, 1, shuffle=False, noise=[0.0], x_std=1.0,
+                                   n_classes=5)
+    assert torch.equal(xn[0], x) and torch.equal(yn[0], y)
+    a = streams.epoch_samples(x, y, keys, 2, shuffle=True, noise=[0.5], x_std=1.0, n_classes=5)
+    b = streams.epoch_samples(x, y, keys, 2, shuffle=True, noise=[0.5], x_std=1.0, n_classes=5)
+    c = streams.epoch_samples(x, y, keys, 3, shuffle=True, noise=[0.5], x_std=1.0, n_classes=5)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])  # every epoch its own draws
 
 
 # ------------------------------------------------------------------ optimisers
@@ -78,8 +85,8 @@ def test_optimizer_matches_torch_per_member_lr(kind, fused, monkeypatch):
 def test_sgld_noise_has_langevin_scale():
     lr, temp, n = 1e-2, 0.5, 100_000
     p = torch.zeros(2, n)
-    gens = [torch.Generator().manual_seed(i) for i in range(2)]
-    opt = BatchedOptimizer("sgld", [p], [lr, 4 * lr], temperatures=[temp, temp], generators=gens)
+    keys = streams.member_keys([0, 1], "cpu")["langevin"]
+    opt = BatchedOptimizer("sgld", [p], [lr, 4 * lr], temperatures=[temp, temp], keys=keys)
     opt.step([torch.zeros(2, n)])
     assert p[0].std().item() == pytest.approx(math.sqrt(2 * lr * temp), rel=0.02)
     assert p[1].std().item() == pytest.approx(math.sqrt(8 * lr * temp), rel=0.02)
@@ -88,7 +95,7 @@ def test_sgld_noise_has_langevin_scale():
 def test_psgld_preconditions_by_gradient_scale():
     p = torch.zeros(1, 2)
     opt = BatchedOptimizer("psgld", [p], [1e-3], temperatures=[0.0],
-                           generators=[torch.Generator()])
+                           keys=streams.member_keys([0], "cpu")["langevin"])
     opt.step([torch.tensor([[1.0, 100.0]])])
     # RMSprop-like: both coordinates move by about the same amount
     assert p[0, 0].item() == pytest.approx(p[0, 1].item(), rel=1e-3)

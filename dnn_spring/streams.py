@@ -1,0 +1,205 @@
+"""Counter-based random streams: every member's draws in a fixed number of tensor ops.
+
+A batched group needs, every epoch, each member's own data order and noise,
+and every step its own dropout masks and Langevin noise.  With one
+``torch.Generator`` per member that is a Python loop over members, N small
+kernels per draw.  Here a draw is a pure function of
+
+    (member key, counter, index)  ->  64 random bits,
+
+written in int64 tensor ops, so the whole group draws at once and a
+member's numbers depend on nothing else: not on the group, its size or the
+member's position in it, nor on the device's generator state.
+
+The function is SplitMix64 (Steele, Lea & Flood 2014): the state of draw
+``i`` is ``base + (i + 1)·γ`` with the golden-ratio increment γ, and the output
+is the state through the SplitMix64 finaliser (two xor-shift-multiply
+rounds).  ``base`` is the finaliser of ``key + counter·γ'`` (another odd
+constant), so each counter value starts a fresh, decorrelated sequence.
+``key`` is the member's 64-bit seed of the stream (:func:`member_keys`, from
+:func:`~dnn_spring.rules.member_seeds`), and the counter is the epoch (data
+order, data noise) or the optimiser step (dropout, Langevin noise); it may be
+an int or a 0-dim int64 tensor on the device (the CUDA-graph step keeps it
+on the device and bumps it in place).
+
+int64 products wrap modulo 2**64 on the CPU and on CUDA, and a logical right
+shift is an arithmetic one masked (:func:`_shr`), so the bits are the same
+on every device.  Floats made from them:
+
+* :func:`uniform`: the top 24 bits as ``k · 2**-24`` in [0, 1), exact;
+* :func:`normal`: Box–Muller on two 24-bit uniforms of one word (the cosine
+  branch), float32; its tails are cut at |z| <= 5.77;
+* :func:`below`: an integer in [0, m) by a 32-bit multiply-shift;
+* :func:`order`: a permutation, the stable argsort of 64-bit keys.
+
+Box–Muller uses ``log``, ``sqrt`` and ``cos``, whose vectorised and scalar
+CPU kernels may round differently; :func:`normal` pads each member's row to a
+multiple of 64 values, so a member's values never straddle a vector tail
+or a two-thread seam (see :mod:`dnn_spring.member_ops`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .rules import member_seeds
+
+__all__ = ["STREAM_NAMES", "init_generator", "member_keys", "random_bits", "uniform", "normal",
+           "below", "order", "keep_mask", "epoch_samples"]
+
+#: The streams a group draws from with counters (the initialisation keeps a generator).
+STREAM_NAMES = ("order", "coin", "label", "input", "dropout", "langevin")
+
+
+def _signed(c: int) -> int:
+    return c - (1 << 64) if c >= 1 << 63 else c
+
+
+_GAMMA = _signed(0x9E3779B97F4A7C15)
+_COUNTER = _signed(0xD1B54A32D192ED03)
+_M1 = _signed(0xBF58476D1CE4E5B9)
+_M2 = _signed(0x94D049BB133111EB)
+_ROW = 64  # values per padded member row (see the module docstring)
+
+
+def _shr(x: Tensor, k: int) -> Tensor:
+    """Logical right shift of int64 ``x`` by ``k`` bits."""
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def _mix(x: Tensor) -> Tensor:
+    """The SplitMix64 finaliser (a bijection of 64-bit words)."""
+    x = (x ^ _shr(x, 30)) * _M1
+    x = (x ^ _shr(x, 27)) * _M2
+    return x ^ _shr(x, 31)
+
+
+def init_generator(seed: int) -> torch.Generator:
+    """The CPU generator of a run's initialisation (its ``init`` seed stream)."""
+    return torch.Generator().manual_seed(member_seeds(seed)["init"])
+
+
+def member_keys(seeds, device) -> dict:
+    """``{stream: (N,) int64 tensor}``: each member's key for each of :data:`STREAM_NAMES`.
+
+    ``seeds`` are the members' run seeds.  The keys are drawn from the
+    members' :func:`~dnn_spring.rules.member_seeds` streams: ``order`` from
+    ``order``; ``coin``, ``label`` and ``input`` from ``noise``; ``dropout``
+    and ``langevin`` from their own.
+    """
+    parent = {"order": "order", "coin": "noise", "label": "noise", "input": "noise",
+              "dropout": "dropout", "langevin": "langevin"}
+    rows = [member_seeds(s) for s in seeds]
+    out = {}
+    for j, name in enumerate(STREAM_NAMES):
+        base = torch.tensor([_signed(r[parent[name]]) for r in rows], dtype=torch.int64)
+        step = torch.tensor(_GAMMA, dtype=torch.int64) * (j + 1)  # wraps, as a tensor
+        out[name] = _mix(base + step).to(device)  # distinct keys for shared parents
+    return out
+
+
+def random_bits(keys: Tensor, counter, n: int) -> Tensor:
+    """(N, n) int64 random words: draws 0..n-1 of each member's sequence at ``counter``.
+
+    Parameters
+    ----------
+    keys : Tensor of shape (N,), int64
+        The members' keys of one stream (:func:`member_keys`).
+    counter : int or 0-dim int64 Tensor
+        Epoch or step; each value gives an independent sequence.
+    n : int
+    """
+    if not isinstance(counter, Tensor):
+        counter = torch.tensor(int(counter), dtype=torch.int64, device=keys.device)
+    base = _mix(keys.view(-1, 1) + counter * _COUNTER)
+    index = torch.arange(1, n + 1, device=keys.device, dtype=torch.int64)
+    return _mix(base + index * _GAMMA)
+
+
+def uniform(keys: Tensor, counter, n: int) -> Tensor:
+    """(N, n) float32 uniforms in [0, 1), multiples of 2**-24."""
+    return _shr(random_bits(keys, counter, n), 40).float() * 2.0**-24
+
+
+def normal(keys: Tensor, counter, n: int) -> Tensor:
+    """(N, n) float32 standard normals (Box–Muller, one per 64-bit word)."""
+    padded = -(-n // _ROW) * _ROW
+    bits = random_bits(keys, counter, padded)
+    u1 = (_shr(bits, 40) + 1).float() * 2.0**-24  # (0, 1]: log is finite
+    u2 = (_shr(bits, 16) & 0xFFFFFF).float() * 2.0**-24
+    z = torch.sqrt(torch.log(u1) * -2.0) * torch.cos(u2 * (2 * math.pi))
+    return z[:, :n] if padded != n else z
+
+
+def below(keys: Tensor, counter, n: int, m: int) -> Tensor:
+    """(N, n) int64 integers uniform in [0, m), for 1 <= m < 2**31."""
+    return (_shr(random_bits(keys, counter, n), 32) * m) >> 32
+
+
+def order(keys: Tensor, counter, n: int) -> Tensor:
+    """(N, n) int64: each member's random permutation of ``range(n)``."""
+    return torch.sort(random_bits(keys, counter, n), dim=1, stable=True).indices
+
+
+def keep_mask(keys: Tensor, counter, n: int, p: Tensor) -> tuple:
+    """Inverted-dropout keep masks: ((N, n) bool, (N, 1) float32 scale).
+
+    Member k drops an entry with probability ``q_k``, its ``p[k]`` rounded to a
+    multiple of 2**-16 (|q - p| <= 2**-17); each entry reads 16 bits, four
+    per word.  The multiplier is ``keep * scale``, ``scale = 1 / (1 - q)``.
+    """
+    n_drop = torch.clamp(torch.round(p.double() * 65536), max=65535).to(torch.int64)
+    words = random_bits(keys, counter, -(-n // 4))
+    lanes = words.view(torch.int16)[:, :n].to(torch.int32)
+    keep = lanes >= (n_drop - 32768).view(-1, 1)
+    return keep, (1.0 / (1.0 - n_drop.double() / 65536)).float().view(-1, 1)
+
+
+def epoch_samples(x: Tensor, y: Tensor, keys: dict, epoch: int, *, shuffle: bool, noise,
+                  x_std: float, n_classes: int) -> tuple:
+    """Every member's training set for one epoch, in a fixed number of tensor ops.
+
+    Applies the rules of SPEC §5 (:mod:`dnn_spring.rules`) with the members'
+    counter-based streams at counter ``epoch``: a fresh permutation from
+    ``order`` (when ``shuffle``), then, for members with noise p > 0, each
+    sample's label reset with probability p (``coin``) to a uniform class
+    (``label``) and Gaussian input noise of standard deviation ``p·x_std``
+    (``input``, indexed by (position in the epoch, feature)).
+
+    Parameters
+    ----------
+    x : Tensor of shape (n, ...)
+    y : Tensor of shape (n,)
+    keys : dict of Tensor
+        :func:`member_keys` of the N members.
+    epoch : int
+    shuffle : bool
+        False for full batch (data order).
+    noise : sequence of float of length N
+        Each member's noise level p.
+
+    Returns
+    -------
+    x_epoch : Tensor of shape (N, n, ...)
+    y_epoch : Tensor of shape (N, n)
+    """
+    n_members, n = keys["order"].shape[0], len(x)
+    if shuffle:
+        idx = order(keys["order"], epoch, n).to(x.device)
+        xe, ye = x[idx], y[idx]
+    else:
+        xe = x.unsqueeze(0).expand(n_members, *x.shape)
+        ye = y.unsqueeze(0).expand(n_members, n)
+    if not any(noise):
+        return xe, ye
+    dev = x.device
+    p = torch.tensor([float(v) for v in noise], device=dev)
+    reset = uniform(keys["coin"], epoch, n).to(dev) < p.view(-1, 1)
+    ye = torch.where(reset, below(keys["label"], epoch, n, n_classes).to(dev), ye)
+    per = math.prod(x.shape[1:])
+    xi = normal(keys["input"], epoch, n * per).to(dev).view(xe.shape)
+    scale = torch.tensor([float(v) * x_std for v in noise], device=dev)
+    return xe + scale.view(-1, *([1] * x.dim())) * xi, ye

@@ -9,27 +9,26 @@ forward hook feeds a streaming :class:`~dnn_spring.metrics.FuzzinessAccumulator`
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Iterable, Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
+from dnn_spring.batches import batch_stream
 from dnn_spring.checks import range_problem, require
 from dnn_spring.conditioning import warn_near_singular
-from dnn_spring.features import feature_label_pairs
+from dnn_spring.distributed import use_distributed
 from dnn_spring.metrics import (
     DEFAULT_MAX_INVERSE_WIDTH,
     DEFAULT_RTOL,
     FuzzinessAccumulator,
     probe_stats,
 )
+from dnn_spring.passes import INPUT, Passes, Recorder, model_device
+from dnn_spring.pooling import (NEXT_TOKEN_BYTES, Featurizer, check_pooling, count_next_tokens,
+                                kept_tokens, warn_wide)
 
 __all__ = ["list_layers", "load_curve", "INPUT"]
-
-#: Name of the pseudo-layer holding the model's raw input.
-INPUT = "input"
 
 
 def list_layers(model: nn.Module, *, types=None, leaves_only: bool = False) -> list:
@@ -95,123 +94,9 @@ def _resolve_layers(model: nn.Module, layers) -> list:
     return names
 
 
-def _iter_data(data, labels, batch_size: int) -> Callable[[], Iterable]:
-    """Return a callable yielding fresh (inputs, labels) batches."""
-    if isinstance(data, np.ndarray):
-        data = torch.from_numpy(data)
-    if isinstance(data, torch.Tensor):
-        if labels is None:
-            raise ValueError("data with no labels: pass labels= with a tensor, "
-                             "or a DataLoader that yields (inputs, labels)")
-        labels = torch.as_tensor(labels)
-        if labels.shape[0] != data.shape[0]:
-            raise ValueError(f"`data` and `labels` must have the same length, "
-                             f"got {data.shape[0]} and {labels.shape[0]}")
-        return lambda: ((data[i:i + batch_size], labels[i:i + batch_size])
-                        for i in range(0, data.shape[0], batch_size))
-    if labels is not None:
-        raise ValueError("`labels` must be None when `data` yields (inputs, labels) batches")
-    if iter(data) is data:
-        raise TypeError("`data` is read twice: pass a tensor, a DataLoader or a list of batches, "
-                        "not a one-shot iterator")
-    return lambda: feature_label_pairs(data)
-
-
-def _output_tensor(output, name: str) -> torch.Tensor:
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
-    raise TypeError(f"layer {name!r} returned {type(output).__name__}, not a tensor")
-
-
-class _Recorder:
-    """Forward hooks that hand each selected module's output to a callback.
-
-    A module called several times in one forward gives the points ``name``,
-    ``name#1``, ``name#2``...  Outputs are detached; the callback receives a
-    float64 copy, so later in-place operations cannot change what it sees.
-    """
-
-    def __init__(self, model: nn.Module, names: Sequence[str]):
-        self.model = model
-        self.names = list(names)
-        self.order: list = []
-        self.types: dict = {}
-        self.sink: Callable | None = None
-        self._calls: dict = {}
-        self._handles = []
-
-    def __enter__(self):
-        modules = dict(self.model.named_modules())
-        if INPUT in self.names:
-            self._handles.append(self.model.register_forward_pre_hook(self._pre_hook))
-        for name in dict.fromkeys(self.names):
-            if name != INPUT:
-                self._handles.append(modules[name].register_forward_hook(self._make_hook(name)))
-        return self
-
-    def __exit__(self, *exc):
-        for handle in self._handles:
-            handle.remove()
-
-    def start_batch(self):
-        self._calls = {}
-
-    def _emit(self, name: str, module_type: str, tensor: torch.Tensor):
-        count = self._calls.get(name, 0)
-        self._calls[name] = count + 1
-        point = name if count == 0 else f"{name}#{count}"
-        if point not in self.types:
-            self.order.append(point)
-            self.types[point] = module_type
-        feats = tensor.detach().flatten(1)
-        self.sink(point, feats.clone() if feats.dtype == torch.float64 else feats.to(torch.float64))
-
-    def _pre_hook(self, module, args):
-        self._emit(INPUT, "input", _output_tensor(args, INPUT))
-
-    def _make_hook(self, name: str):
-        def hook(module, args, output):
-            self._emit(name, type(module).__name__, _output_tensor(output, name))
-        return hook
-
-
-def _model_device(model: nn.Module, device):
-    if device is not None:
-        return torch.device(device)
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
-def _model_dtype(model: nn.Module):
-    """The floating dtype of the model's first floating parameter or buffer (None: none)."""
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        if tensor.is_floating_point():
-            return tensor.dtype
-    return None
-
-
-def _run_pass(model, recorder, batches, device, sink):
-    """One forward pass over the data, hooks feeding ``sink(point, x, y)``.
-
-    Floating inputs are cast to the model's dtype (float64 numpy data into a
-    float32 model is the common case).
-    """
-    current = {}
-    recorder.sink = lambda point, feats: sink(point, feats, current["y"])
-    dtype = _model_dtype(model)
-    for x, y in batches():
-        x = torch.as_tensor(x)
-        if dtype is not None and x.is_floating_point() and x.dtype != dtype:
-            x = x.to(dtype)
-        current["y"] = torch.as_tensor(y).to(device)
-        recorder.start_batch()
-        model(x.to(device))
-
-
-def load_curve(model: nn.Module, data, labels=None, layers=None, *, batch_size: int = 1024,
+def load_curve(model: nn.Module, data, labels=None, layers=None, *, pool="flatten",
+               target: str = "label", output=None, max_classes=None,
+               class_bytes: int = NEXT_TOKEN_BYTES, distributed=None, batch_size: int = 1024,
                device=None, probes: bool = False, inverse: bool = True, n_classes=None,
                rtol: float = DEFAULT_RTOL, cache_bytes: int = 512 * 2**20,
                max_inverse_width: int = DEFAULT_MAX_INVERSE_WIDTH, method: str = "lowrank",
@@ -219,31 +104,63 @@ def load_curve(model: nn.Module, data, labels=None, layers=None, *, batch_size: 
     """Measure the separation of classes at each chosen layer of ``model``.
 
     The model is put in eval mode and run under ``no_grad``; every module's
-    own training flag is restored afterwards.  Each layer's output is
-    flattened per sample and its fuzziness computed in float64 (SPEC §2).
+    own training flag is restored afterwards.  Each layer's output becomes
+    one row of features per sample (flattened, or pooled over tokens) and its
+    fuzziness is computed in float64 (SPEC §2).
 
     Parameters
     ----------
     model : nn.Module
-    data : tensor of shape (n_samples, ...) or iterable of (inputs, labels)
-        The inputs, or a DataLoader / list of ``(inputs, labels)`` batches.
-        Floating inputs are cast to the model's dtype (float64 numpy arrays
-        into a float32 model).
-        It is read twice unless all features fit ``cache_bytes``, so a
-        DataLoader must give the same samples each time (no augmentation).
+    data : tensor of shape (n_samples, ...), or re-iterable of batches
+        The inputs, or a DataLoader / list of ``(inputs, labels)`` batches
+        or of dict batches (Hugging Face style: the model is called as
+        ``model(**batch)`` with every entry but ``labels``; ``labels`` gives
+        the classes, ``attention_mask`` the padding; see
+        :mod:`dnn_spring.batches`).  Floating inputs are cast to the model's
+        dtype (float64 numpy arrays into a float32 model).  It is read twice
+        unless all features fit ``cache_bytes`` (once more with
+        ``target="next_token"``, to count the next tokens), so a DataLoader
+        must give the same samples each time (no augmentation, no shuffle).
     labels : tensor of shape (n_samples,), optional
-        Integer class labels; required when ``data`` is a tensor.
+        Integer class labels; required when ``data`` is a tensor, except
+        with ``target="next_token"`` (then optional, shape (n_samples, T),
+        -100 where there is no target).
     layers : None, str, sequence of str, type, tuple of types or callable
         Module names (``"input"`` is the raw input), every module of a type,
         or ``callable(name, module) -> bool``.  By default the model's
         ``load_curve_layers()`` if it has one, else its top-level children.
+    pool : {"flatten", "mean", "first", "last"} or callable, default="flatten"
+        How a sequence output (N, T, d) becomes one row per sample: the T·d
+        numbers side by side, the mean over tokens (masked by the batch's
+        ``attention_mask``), the first or the last (non-padded) token, or
+        ``callable(name, output, batch) -> (N, p) tensor``.  Other shapes
+        are always flattened.  See :mod:`dnn_spring.pooling`.
+    target : {"label", "next_token"}, default="label"
+        ``"next_token"``: every (sequence, position) with a valid next token
+        is a sample whose class is that token (a causal language model);
+        padding and labels of -100 are skipped.
+    output : callable, optional
+        ``output(name, module_output) -> tensor`` picks the tensor from a
+        module's output; by default a tensor, or the first tensor of a
+        tuple, list, dict or Hugging Face ``ModelOutput``.
+    max_classes : int, optional
+        With ``target="next_token"``, keep only the ``max_classes`` most
+        frequent next tokens as classes and skip the other positions.
+    class_bytes : int, default=4 GiB
+        Budget for the next-token class statistics of all points (about
+        three float64 C×p matrices each); above it, one ``ValueError`` gives
+        the estimate and the ``max_classes`` that fits.
+    distributed : bool or None, default=None
+        Sum the statistics over the ranks of ``torch.distributed`` so every
+        rank gets the curve of the whole data (None: when a process group is
+        initialised).  Call it on every rank with that rank's shard.
     batch_size : int, default=1024
         Chunk size for tensor ``data``.
     device : str or torch.device, optional
         Where to run; default the model's device.
     probes : bool, default=False
         Add the ``lin_residual`` and ``logistic_loss`` probe columns (slower;
-        holds each layer's features in memory).
+        holds each layer's features in memory; not with distributed sums).
     inverse : bool, default=True
         Compute ``log_inv_d`` (needs a p×p matrix; NaN above ``max_inverse_width``).
     n_classes : int, optional
@@ -257,7 +174,9 @@ def load_curve(model: nn.Module, data, labels=None, layers=None, *, batch_size: 
         How SS_B is inverted for ``log_d``; ``"pinv32"`` reproduces the
         original code's float32 pinv (see :mod:`dnn_spring.conditioning`).
     warn : bool, default=True
-        One ``RuntimeWarning`` naming the points where SS_B is near singular.
+        One ``RuntimeWarning`` naming the points where SS_B is near singular,
+        and one ``UserWarning`` naming flattened sequence points wider than
+        :data:`~dnn_spring.pooling.POOL_WARN_WIDTH` columns.
 
     Returns
     -------
@@ -270,59 +189,54 @@ def load_curve(model: nn.Module, data, labels=None, layers=None, *, batch_size: 
         :func:`~dnn_spring.metrics.separation_stats`),
         ``load`` (drop in log D from the previous point, NaN for the first)
         and ``is_logits`` (the model's ``logits_layer``), plus the probe
-        columns when asked.
+        columns when asked.  ``frame.attrs["wide_sequences"]`` maps the
+        flattened sequence points wider than ``POOL_WARN_WIDTH`` to their width.
     """
     require(range_problem("batch_size", batch_size, 1))
+    check_pooling(pool, target, output, max_classes)
     names = _resolve_layers(model, layers)
-    device = _model_device(model, device)
-    batches = _iter_data(data, labels, batch_size)
+    device = model_device(model, device)
+    next_token = target == "next_token"
+    batches = batch_stream(data, labels, batch_size, next_token=next_token)
+    summed = use_distributed(distributed)
+    if summed and probes:
+        raise ValueError("`probes=True` fits its probes on one rank's features: pass distributed=False")
+    featurize, budget = Featurizer(pool, target, output), None
+    if next_token:
+        ids, counts = count_next_tokens(batches, summed)
+        featurize.keep = kept_tokens(ids, counts, max_classes)
+        budget = (ids.numel() if featurize.keep is None else featurize.keep.numel(), class_bytes)
+    passes = Passes(lambda point: FuzzinessAccumulator(
+        n_classes=n_classes, rtol=rtol, inverse=inverse, max_inverse_width=max_inverse_width,
+        name=point, method=method, distributed=summed), cache_bytes, probes, budget)
     flags = {m: m.training for m in model.modules()}
-    accs, cache, stored = {}, {}, {"bytes": 0, "ok": True}
-
-    def first_pass(point, feats, y):
-        if point not in accs:
-            accs[point] = FuzzinessAccumulator(n_classes=n_classes, rtol=rtol, inverse=inverse,
-                                               max_inverse_width=max_inverse_width, name=point,
-                                               method=method)
-        accs[point].update_means(feats, y)
-        if stored["ok"] or probes:
-            stored["bytes"] += feats.numel() * feats.element_size()
-            stored["ok"] = stored["ok"] and stored["bytes"] <= cache_bytes
-            cache.setdefault(point, []).append((feats, y))
-        if not stored["ok"] and not probes:
-            cache.clear()
-
     try:
         model.eval()
-        with torch.no_grad(), _Recorder(model, names) as recorder:
-            _run_pass(model, recorder, batches, device, first_pass)
-            if not accs:
-                raise ValueError("`data` is empty: no batch reached the model")
-            for acc in accs.values():
-                acc.finish_means()
-            if cache and stored["ok"] or probes:
-                for point, chunks in cache.items():
-                    for feats, y in chunks:
-                        accs[point].update_within(feats, y)
-            else:
-                _run_pass(model, recorder, batches, device,
-                          lambda point, feats, y: accs[point].update_within(feats, y))
+        with torch.no_grad(), Recorder(model, names, featurize) as recorder:
+            passes.run(model, recorder, batches, device, summed)
             order, types = recorder.order, recorder.types
     finally:
         for module, flag in flags.items():
             module.training = flag
-    results = {point: accs[point].result() for point in order}
+    return _frame(model, order, types, passes, featurize.wide, warn)
+
+
+def _frame(model, order, types, passes, wide, warn) -> pd.DataFrame:
+    results = {point: passes.accs[point].result() for point in order}  # same order on every rank
     if warn:
-        warn_near_singular(list(results.items()))
+        warn_near_singular(list(results.items()), stacklevel=4)
+        if wide:
+            warn_wide(wide, stacklevel=4)
     frame = pd.DataFrame([_row(i, point, types[point], results[point], model)
                           for i, point in enumerate(order)])
-    if probes:
+    if passes.probes:
         for i, point in enumerate(order):
-            feats = torch.cat([f for f, _ in cache[point]])
-            ys = torch.cat([y for _, y in cache[point]])
+            feats = torch.cat([f for f, _ in passes.cache[point]])
+            ys = torch.cat([y for _, y in passes.cache[point]])
             for key, value in probe_stats(feats, ys).items():
                 frame.loc[i, key] = value
     frame.insert(frame.columns.get_loc("is_logits"), "load", -frame["log_d"].diff())
+    frame.attrs["wide_sequences"] = dict(wide)
     return frame
 
 

@@ -23,10 +23,12 @@ and reads it the way the phase diagram does (SPEC §3, §6):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 
 from dnn_spring.capture import INPUT, load_curve
 from dnn_spring.shape import load_shape
@@ -99,10 +101,13 @@ def diagnose(model, data, labels=None, *, layers=None, **kwargs) -> Diagnosis:
     model, data, labels, layers
         As in :func:`~dnn_spring.load_curve` (clean training labels).  By
         default the model's own ``load_curve_layers()``, else the input and
-        every top-level child, so the first layer's load is seen too.
+        every top-level child, so the first layer's load is seen too; with
+        dict batches or ``target="next_token"`` the input (token ids, not
+        features) is left out: pass ``layers=`` (the transformer blocks).
     **kwargs
-        Further :func:`~dnn_spring.load_curve` options (``batch_size``,
-        ``device``, ``method``, ...).
+        Further :func:`~dnn_spring.load_curve` options (``pool``, ``target``,
+        ``output``, ``max_classes``, ``batch_size``, ``device``, ``method``,
+        ...).
 
     Returns
     -------
@@ -115,7 +120,9 @@ def diagnose(model, data, labels=None, *, layers=None, **kwargs) -> Diagnosis:
         has no finite log D (a collapsed layer).
     """
     if layers is None and not hasattr(model, "load_curve_layers"):
-        layers = [INPUT] + [name for name, _ in model.named_children()]
+        layers = [name for name, _ in model.named_children()]
+        if kwargs.get("target", "label") != "next_token" and not _dict_batches(data):
+            layers = [INPUT] + layers
     frame = load_curve(model, data, labels, layers, **kwargs)
     shape = load_shape(frame)
     hidden = ~frame["is_logits"].astype(bool) & (frame["point"] > 0)
@@ -136,6 +143,16 @@ def diagnose(model, data, labels=None, *, layers=None, **kwargs) -> Diagnosis:
     summary = {"v": shape.v, "c": shape.c, "c_rel": shape.c_rel, "fit_slope": shape.slope,
                "fit_intercept": shape.intercept, "fit_r2": shape.r2, "regime": shape.regime}
     return Diagnosis(table, summary, _advice(shape, table))
+
+
+def _dict_batches(data) -> bool:
+    """Whether ``data`` yields dict batches (Hugging Face style); reads its first batch."""
+    if isinstance(data, (torch.Tensor, np.ndarray)) or isinstance(data, Mapping):
+        return False
+    try:
+        return isinstance(next(iter(data), None), Mapping)
+    except TypeError:  # not iterable: load_curve says so
+        return False
 
 
 def _advice(shape, table: pd.DataFrame) -> str:

@@ -32,6 +32,7 @@ import torch
 from dnn_spring.checks import check_choice
 from dnn_spring.conditioning import (METHODS, cond_limit, kept_spectrum, near_singular,
                                      pinv32_fuzziness, warn_near_singular)
+from dnn_spring.distributed import merge_class_rows, sum_across, sum_floats, use_distributed
 from dnn_spring.features import as_features, as_labels, check_not_empty, feature_label_pairs
 from dnn_spring.probes import probe_stats
 
@@ -69,10 +70,16 @@ class FuzzinessAccumulator:
         ``"lowrank"``: float64, cut at ``rtol``.  ``"pinv32"``: the original
         code's float32 ``torch.linalg.pinv`` of SS_B at its default tolerance
         (forms the p×p SS_W whatever ``max_inverse_width``).
+    distributed : bool or None, default=False
+        Sum the statistics over the ranks of ``torch.distributed`` in both
+        passes (in :meth:`finish_means` and :meth:`result`), so every rank
+        gets the whole data's values; None: when a process group is
+        initialised.  Every rank must then make the same calls.
     """
 
     def __init__(self, *, n_classes=None, rtol=DEFAULT_RTOL, inverse=True,
-                 max_inverse_width=DEFAULT_MAX_INVERSE_WIDTH, name=None, method="lowrank"):
+                 max_inverse_width=DEFAULT_MAX_INVERSE_WIDTH, name=None, method="lowrank",
+                 distributed=False):
         if n_classes is not None and (int(n_classes) != n_classes or n_classes < 2):
             raise ValueError(f"`n_classes` must be an integer >= 2, got {n_classes!r}")
         if not 0 < rtol < 1:
@@ -84,6 +91,7 @@ class FuzzinessAccumulator:
         self.inverse = bool(inverse)
         self.max_inverse_width = int(max_inverse_width)
         self.name = name
+        self._distributed = use_distributed(distributed)
         self._counts = None
         self._sums = None
         self._means = None
@@ -140,6 +148,8 @@ class FuzzinessAccumulator:
 
     def finish_means(self) -> None:
         """Fix the class means and the projection onto the span of SS_B."""
+        if self._distributed:
+            self._merge_ranks()
         if self._sums is None or float(self._counts.sum()) == 0:
             raise ValueError(f"no samples were given{self._where()}")
         counts, sums = self._counts, self._sums
@@ -173,6 +183,14 @@ class FuzzinessAccumulator:
         use_inverse = (self.inverse and self._p <= self.max_inverse_width) or self.method == "pinv32"
         self._sw = sums.new_zeros((self._p, self._p)) if use_inverse else None
 
+    def _merge_ranks(self) -> None:
+        """Sum the class counts and sums over the ranks (classes matched by label)."""
+        rows = None if self._sums is None else torch.cat([self._sums, self._counts[:, None]], 1)
+        labels, rows = merge_class_rows(self._labels, rows)
+        if rows is not None:
+            self._p = rows.shape[1] - 1
+            self._labels, self._sums, self._counts = labels, rows[:, :-1], rows[:, -1].contiguous()
+
     # -- pass 2 ---------------------------------------------------------
     def update_within(self, features, labels) -> None:
         """Add a batch to the within-class sums (pass 2)."""
@@ -205,6 +223,11 @@ class FuzzinessAccumulator:
         """
         if self._means is None:
             raise RuntimeError("call finish_means() and update_within() first")
+        if self._distributed:  # once: later calls see the summed values
+            self._distributed = False
+            self._d_sum, self._w_sum, self._n_within = sum_floats(self._d_sum, self._w_sum, self._n_within)
+            if self._sw is not None:
+                sum_across(self._sw)
         if self._n_within != round(self.n_samples):
             raise ValueError(f"the second pass saw {self._n_within} samples, the first "
                              f"{round(self.n_samples)}{self._where()}; the data must not change between passes")

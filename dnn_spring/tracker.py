@@ -19,9 +19,32 @@ The probe set is fixed once: with tensor data, a seeded random subset of
 re-iterable of ``(inputs, labels)`` batches (a DataLoader) is used as given
 and must give the same samples every time.  Give it clean labels: the load
 curve measures how the classes are separated, not how the noisy labels are fitted.
+
+Transformers and language models take the same options as
+:func:`~dnn_spring.load_curve`::
+
+    probe = [dict(tokenizer(texts[i:i + 16], padding=True, return_tensors="pt"), labels=y[i:i + 16])
+             for i in range(0, 256, 16)]                     # a list of dict batches
+    tracker = LoadCurveTracker(model, probe, layers=Block, pool="mean", every=100)
+    lm = LoadCurveTracker(lm_model, lm_probe, layers=Block, target="next_token", max_classes=4096)
+
+A dict batch is passed to the model as ``model(**batch)`` without its
+``labels`` entry (the classes; with ``target="next_token"`` optional, the
+next tokens then come from ``input_ids``); ``attention_mask`` marks the
+padding for ``pool="mean"``/``"last"`` and for the next-token positions.
+
+Under ``torch.distributed`` (``distributed=None``, the default, sums when a
+process group is initialised) every rank must call :meth:`~LoadCurveTracker.step`,
+:meth:`~LoadCurveTracker.epoch_end` or :meth:`~LoadCurveTracker.measure` at the
+same counts, each on its shard of the probe set; every rank then gets the
+curve of the union of the shards.  The same probe on every rank gives the
+one-rank curve (each sample counted once per rank leaves every statistic as
+it is).  To measure on one rank alone, pass ``distributed=False``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -31,6 +54,7 @@ from dnn_spring._style import figure_style
 from dnn_spring.capture import load_curve
 from dnn_spring.checks import range_problem, require
 from dnn_spring.conditioning import warn_near_singular
+from dnn_spring.pooling import NEXT_TOKEN_BYTES, check_pooling, warn_wide
 from dnn_spring.shape import load_shape
 
 __all__ = ["LoadCurveTracker", "SHAPE_COLUMNS"]
@@ -46,8 +70,9 @@ class LoadCurveTracker:
     Parameters
     ----------
     model : nn.Module
-    data : tensor or ndarray of shape (n_samples, ...), or re-iterable of (inputs, labels)
-        The probe inputs, or batches of inputs and labels (used as given).
+    data : tensor or ndarray of shape (n_samples, ...), or re-iterable of batches
+        The probe inputs, or batches (used as given) of ``(inputs, labels)``
+        or dicts (``model(**batch)`` without ``labels``).
     labels : array-like of int of shape (n_samples,), optional
         Required with tensor data.
     every : int, default=1
@@ -62,11 +87,24 @@ class LoadCurveTracker:
     seed : int, default=0
         Seed of the subset.
     method : {"lowrank", "pinv32"}, default="lowrank"
-    batch_size, device, n_classes
+    pool : {"flatten", "mean", "first", "last"} or callable, default="flatten"
+        How a sequence output (N, T, d) becomes one row per sample.
+    target : {"label", "next_token"}, default="label"
+        ``"next_token"``: the classes are the next tokens (tensor data: token
+        ids of shape (n_samples, T), labels optional).
+    output : callable, optional
+        ``output(name, module_output) -> tensor``; default: the first tensor.
+    max_classes : int, optional
+        With ``target="next_token"``: keep the most frequent next tokens only.
+    distributed : bool or None, default=None
+        Sum the statistics over the ranks (None: when a process group is
+        initialised).
+    batch_size, device, n_classes, class_bytes
         Passed to :func:`~dnn_spring.load_curve`.
     warn : bool, default=True
-        Give the near-singular warning of :func:`~dnn_spring.load_curve`
-        (once per tracker); records keep ``rank_b`` and ``cond_b`` anyway.
+        Give the near-singular warning and the wide-sequence warning of
+        :func:`~dnn_spring.load_curve` (each once per tracker); records keep
+        ``rank_b`` and ``cond_b`` anyway.
 
     Attributes
     ----------
@@ -76,20 +114,26 @@ class LoadCurveTracker:
 
     def __init__(self, model, data, labels=None, *, every: int = 1, layers=None,
                  probe_size: "int | None" = _DEFAULT_PROBE, seed: int = 0, method: str = "lowrank",
-                 batch_size: int = 1024, device=None, n_classes=None, warn: bool = True):
+                 pool="flatten", target: str = "label", output=None, max_classes=None,
+                 distributed=None, batch_size: int = 1024, device=None, n_classes=None,
+                 class_bytes: int = NEXT_TOKEN_BYTES, warn: bool = True):
         require(range_problem("every", every, 1))
         if probe_size is not None:
             require(range_problem("probe_size", probe_size, 2))
+        check_pooling(pool, target, output, max_classes)
         self.model = model
         self.every = int(every)
         self.layers = layers
         self.method = method
-        self._kwargs = {"batch_size": batch_size, "device": device, "n_classes": n_classes}
-        self._data, self._labels = _probe_set(data, labels, probe_size, seed)
+        self._kwargs = {"batch_size": batch_size, "device": device, "n_classes": n_classes,
+                        "pool": pool, "target": target, "output": output,
+                        "max_classes": max_classes, "class_bytes": class_bytes,
+                        "distributed": distributed}
+        self._data, self._labels = _probe_set(data, labels, probe_size, seed, target == "next_token")
         self.steps = 0
         self.epochs = 0
         self._frames = []
-        self._warned = not warn
+        self._warned = self._warned_wide = not warn
 
     # -- counting -----------------------------------------------------------
     def step(self) -> "pd.DataFrame | None":
@@ -120,6 +164,9 @@ class LoadCurveTracker:
         if not self._warned and frame["near_singular"].any():  # once per tracker
             self._warned = True
             warn_near_singular([(row["layer"], row) for _, row in frame.iterrows()], stacklevel=3)
+        if not self._warned_wide and frame.attrs.get("wide_sequences"):
+            self._warned_wide = True
+            warn_wide(frame.attrs["wide_sequences"], stacklevel=3)
         frame.insert(0, "measurement", len(self._frames) if keep else -1)
         frame.insert(1, "step", self.steps)
         frame.insert(2, "epoch", self.epochs)
@@ -177,23 +224,24 @@ class LoadCurveTracker:
         return fig
 
 
-def _probe_set(data, labels, probe_size, seed):
+def _probe_set(data, labels, probe_size, seed, next_token=False):
     if isinstance(data, (torch.Tensor, np.ndarray)):
-        if labels is None:
+        if labels is None and not next_token:
             raise ValueError("`labels` is required when `data` is a tensor")
-        x, y = torch.as_tensor(data), torch.as_tensor(labels)
-        if x.shape[0] != y.shape[0]:
+        x = torch.as_tensor(data)
+        y = None if labels is None else torch.as_tensor(labels)
+        if y is not None and x.shape[0] != y.shape[0]:
             raise ValueError(f"`data` has {x.shape[0]} samples but `labels` has {y.shape[0]}")
         if probe_size is not None and x.shape[0] > probe_size:
             gen = torch.Generator().manual_seed(int(seed))
             keep = torch.randperm(x.shape[0], generator=gen)[:probe_size].sort().values
-            x, y = x[keep], y[keep]
+            x, y = x[keep], None if y is None else y[keep]
         return x, y
     if labels is not None:
         raise ValueError("`labels` must be None when `data` is an iterable of (inputs, labels) batches")
-    if iter(data) is data:
+    if isinstance(data, Mapping) or iter(data) is data:
         raise TypeError("the probe set is read at every measurement: pass a re-iterable "
-                        "(a list or a DataLoader), not a one-shot iterator")
+                        "(a list or a DataLoader), not a one-shot iterator or a single dict batch")
     return data, None
 
 

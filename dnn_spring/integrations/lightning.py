@@ -13,7 +13,9 @@ LightningModule when fitting starts and measures it at the end of every
 counters as ``step`` (global step) and ``epoch`` (epochs done), so a resumed
 fit goes on counting.  Rank 0 runs the forward pass alone: with a sharded
 strategy (FSDP, DeepSpeed ZeRO-3) that would wait for the other ranks, so
-use the callback with data-parallel or single-device training.  It logs the curve's ``c``,
+use the callback with data-parallel or single-device training.  Rank 0 measures its
+probe alone (``distributed=False`` unless given), so no collective waits on
+the other ranks.  It logs the curve's ``c``,
 ``v`` and the last hidden point's log D through ``pl_module.log`` as
 ``load_curve/c``, ``load_curve/v`` and ``load_curve/final_log_d``.
 """
@@ -61,7 +63,7 @@ class LoadCurveCallback(_base()):
         if interval not in ("epoch", "step"):
             raise ValueError(f"`interval` must be 'epoch' or 'step', got {interval!r}")
         self.data, self.labels, self.every, self.interval = data, labels, every, interval
-        self.log, self.tracker_kwargs = log, tracker_kwargs
+        self.log, self.tracker_kwargs = log, {"distributed": False, **tracker_kwargs}
         self.tracker = None
 
     def on_fit_start(self, trainer, pl_module):

@@ -59,7 +59,7 @@ def as_labels(y, n: int, device) -> torch.Tensor:
         raise ValueError(f"`labels` must be integers, got dtype {y.dtype}")
     if y.numel() != n:
         raise ValueError(f"`features` and `labels` must have the same length, got {n} and {y.numel()}")
-    y = y.to(device=device, dtype=torch.int64)
+    y = y.to(device=device, dtype=torch.int64).contiguous()  # a strided shard (y[rank::world]) too
     if y.numel() and int(y.min()) < 0:
         raise ValueError(f"`labels` must be non-negative class indices, got {int(y.min())}")
     return y

@@ -67,8 +67,9 @@ _CLASS_COPIES = 3
 def check_pooling(pool, target, output=None, max_classes=None) -> None:
     """One ``ValueError``/``TypeError`` for a bad ``pool``, ``target``, ``output`` or ``max_classes``."""
     check_choice("target", target, TARGETS)
-    if not callable(pool):
-        check_choice("pool", pool, POOLS)
+    if not callable(pool) and not (isinstance(pool, str) and pool in POOLS):
+        raise ValueError(f"`pool` must be one of {', '.join(map(repr, POOLS))} or a "
+                         f"callable(name, output, batch) -> (N, p) tensor, got {pool!r}")
     if target == "next_token" and pool != "flatten":
         raise ValueError(f"`pool` must be 'flatten' (the default) with target='next_token', where "
                          f"every token position is a sample, got {pool!r}")

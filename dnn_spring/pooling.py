@@ -139,6 +139,8 @@ class Featurizer:
 
     def __call__(self, name: str, value):
         tensor = pick_tensor(value, name, self.output)
+        if tensor.is_nested:  # nn.TransformerEncoder's fast path under a padding mask
+            tensor = _unnested(tensor, self._batch.mask)
         if self.target == "next_token":
             if tensor.ndim != 3 or tensor.shape[:2] != self._valid.shape:
                 raise ValueError(f"target='next_token' needs sequence outputs (N, T, d) matching the "
@@ -156,6 +158,14 @@ class Featurizer:
         if tensor.ndim == 3 and tensor.shape[1] * tensor.shape[2] > POOL_WARN_WIDTH:
             self.wide[name] = tensor.shape[1] * tensor.shape[2]
         return _fresh64(tensor), self._y
+
+
+def _unnested(x: torch.Tensor, mask) -> torch.Tensor:
+    """A nested tensor as (N, T, d), zeros at the padding (T: the mask's length when given)."""
+    x = x.to_padded_tensor(0.0)
+    if mask is not None and x.ndim == 3 and x.shape[1] < mask.shape[1]:
+        x = torch.nn.functional.pad(x, (0, 0, 0, mask.shape[1] - x.shape[1]))
+    return x
 
 
 def _pooled(name: str, x: torch.Tensor, pool: str, mask) -> torch.Tensor:

@@ -302,3 +302,29 @@ def test_module_outputs_without_a_tensor_name_the_way_out():
     model = nn.Sequential(nn.Linear(4, 4), NoTensor())
     with pytest.raises(TypeError, match=r"layer '1' returned dict with no tensor in it; pass output="):
         load_curve(model, torch.randn(10, 4), torch.arange(10) % 2)
+
+
+def test_nested_outputs_of_the_encoder_fast_path_are_padded_back():
+    def encoder(nested):
+        torch.manual_seed(8)
+        layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+        return nn.TransformerEncoder(layer, 2, enable_nested_tensor=nested)
+
+    class Net(nn.Module):
+        def __init__(self, nested):
+            super().__init__()
+            self.enc = encoder(nested)
+
+        def forward(self, inputs_embeds, attention_mask):
+            return self.enc(inputs_embeds, src_key_padding_mask=attention_mask == 0)
+
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(48, 6, 16, generator=g)
+    mask = (torch.arange(6) < torch.randint(2, 6, (48, 1), generator=g)).long()  # never full length
+    batches = [{"inputs_embeds": x[i:i + 16], "attention_mask": mask[i:i + 16],
+                "labels": torch.arange(16) % 3} for i in range(0, 48, 16)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # nested tensors are a prototype
+        fast = load_curve(Net(True), batches, layers=nn.TransformerEncoderLayer, pool="last")
+    slow = load_curve(Net(False), batches, layers=nn.TransformerEncoderLayer, pool="last")
+    np.testing.assert_allclose(fast["log_d"], slow["log_d"], rtol=1e-5)

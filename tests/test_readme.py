@@ -35,3 +35,12 @@ def test_readme_tracker_example_runs_as_written(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "regime" in out.stdout and "share" in out.stdout
     assert (tmp_path / "trajectory.png").is_file() and (tmp_path / "stress.png").is_file()
+
+
+def test_readme_transformer_example_runs_as_written(tmp_path):
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", README, flags=re.S) if 'pool="mean"' in b]
+    assert blocks, "README has no pooling example"
+    out = subprocess.run([sys.executable, "-c", blocks[0]], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("enc.layers.") == 3 and "log_d" in out.stdout

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
+from numbers import Integral
 
 import torch
 
@@ -76,7 +77,7 @@ def check_pooling(pool, target, output=None, max_classes=None) -> None:
     if output is not None and not callable(output):
         raise TypeError(f"`output` must be None or a callable(name, output) -> tensor, got {output!r}")
     if max_classes is not None and (target != "next_token" or isinstance(max_classes, bool)
-                                    or int(max_classes) != max_classes or max_classes < 2):
+                                    or not isinstance(max_classes, Integral) or max_classes < 2):
         raise ValueError(f"`max_classes` must be an integer >= 2 with target='next_token', got "
                          f"{max_classes!r} with target={target!r}")
 
@@ -84,8 +85,11 @@ def check_pooling(pool, target, output=None, max_classes=None) -> None:
 def _first_tensor(value):
     if isinstance(value, torch.Tensor):
         return value
-    items = value.values() if isinstance(value, Mapping) else value if isinstance(value, (tuple, list)) else ()
-    for item in items:
+    if isinstance(value, Mapping):
+        value = value.values()
+    elif not isinstance(value, (tuple, list)):
+        return None
+    for item in value:
         found = _first_tensor(item)
         if found is not None:
             return found

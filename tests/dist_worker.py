@@ -78,7 +78,8 @@ def measure_all(rank: int = 0, world: int = 1) -> dict:
     no_labels = [{k: v for k, v in b.items() if k != "labels"} for b in batches]
     frames = {
         "label": load_curve(mlp, x[rank::world], y[rank::world], layers=["input", "1", "3", "4"]),
-        "label_two_passes": load_curve(mlp, x[rank::world], y[rank::world], cache_bytes=0, batch_size=50),
+        "label_two_passes": load_curve(mlp, x[rank::world], y[rank::world], cache_bytes=0,
+                                       batch_size=50),
         "mean": load_curve(lm, batches[rank::world], layers=blocks, pool="mean"),
         "last": load_curve(lm, batches[rank::world], layers=blocks, pool="last", cache_bytes=0),
         "next_token": load_curve(lm, no_labels[rank::world], layers=blocks, target="next_token"),

@@ -82,7 +82,8 @@ def _batches(seed=0, n_batches=4, size=10, length=7, with_labels=True, next_toke
             labels[:, 3] = -100  # an ignored target inside the sequences
             batch["labels"] = labels
         elif with_labels:
-            batch["labels"] = ids[torch.arange(size), (~mask).long().argmin(1)] % 4  # the first real token's class
+            first = (~mask).long().argmin(1)  # the first real token gives the class
+            batch["labels"] = ids[torch.arange(size), first] % 4
         out.append(batch)
     return out
 
@@ -276,8 +277,10 @@ def test_bad_input_is_one_line_each():
         load_curve(model, _batches(with_labels=False, next_token_labels=True), layers=["b0"])
     with pytest.raises(TypeError, match="`output` returned NoneType"):
         load_curve(model, batches, layers=["b0"], output=lambda name, value: None)
-    with pytest.raises(ValueError, match="`max_classes` must be an integer >= 2 with target='next_token'"):
-        load_curve(model, batches, max_classes=5)
+    for bad in ({"max_classes": 5}, {"max_classes": 1, "target": "next_token"},
+                {"max_classes": "5", "target": "next_token"}):
+        with pytest.raises(ValueError, match="`max_classes` must be an integer >= 2 with target="):
+            load_curve(model, batches, **bad)
 
 
 def test_a_vocabulary_over_the_budget_is_one_line_with_a_way_out():
@@ -328,3 +331,32 @@ def test_nested_outputs_of_the_encoder_fast_path_are_padded_back():
         fast = load_curve(Net(True), batches, layers=nn.TransformerEncoderLayer, pool="last")
     slow = load_curve(Net(False), batches, layers=nn.TransformerEncoderLayer, pool="last")
     np.testing.assert_allclose(fast["log_d"], slow["log_d"], rtol=1e-5)
+
+
+def test_a_hugging_face_gpt2_with_model_outputs_and_dict_batches():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(10)
+    config = GPT2Config(vocab_size=VOCAB, n_positions=16, n_embd=16, n_layer=3, n_head=2)
+    model = GPT2LMHeadModel(config).eval()
+    batches = _batches(seed=11, with_labels=False, next_token_labels=True)
+    names = ["transformer.h.0", "transformer.h.1", "transformer"]  # blocks, then a ModelOutput
+    curve = load_curve(model, batches, layers=names, target="next_token")
+    assert list(curve["layer"]) == names
+    with torch.no_grad():
+        hidden = [model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                        output_hidden_states=True).hidden_states for b in batches]
+    for k, index in enumerate([1, 2, -1]):  # block k's output; "transformer": after the final norm
+        feats, classes = [], []
+        for b, h in zip(batches, hidden):
+            m, lab = b["attention_mask"], b["labels"]
+            for i in range(h[index].shape[0]):
+                for t in range(h[index].shape[1] - 1):
+                    if m[i, t] and m[i, t + 1] and lab[i, t + 1] != -100:
+                        feats.append(h[index][i, t].double().numpy())
+                        classes.append(int(lab[i, t + 1]))
+        assert curve.loc[k, "n_samples"] == len(classes)
+        assert curve.loc[k, "log_d"] == pytest.approx(_reference_log_d(np.stack(feats), classes), rel=1e-8)
+    pooled = load_curve(model, [dict(b, labels=b["input_ids"][:, 0] % 3) for b in batches],
+                        layers=names, pool="mean")
+    assert (pooled["width"] == 16).all() and np.isfinite(pooled["log_d"]).all()

@@ -52,8 +52,17 @@ from .rules import epochs_above, resolve_device, stop_reason
 from .run_record import (curve_log_d, fail_record, finish_or_fail, finite_or_none, new_record,
                          trajectory_tracker)
 from .stacked import StackedMLP
+from .stacked_cnn import StackedCNN
 
-__all__ = ["train_group", "GroupFit"]
+__all__ = ["train_group", "GroupFit", "stack_model"]
+
+
+def stack_model(configs: list, data, device: torch.device):
+    """The stacked network of a group: a StackedCNN for CNN configs (images (n, C, H, W)),
+    else a StackedMLP (flat inputs (n, features))."""
+    if configs[0].model.arch == "cnn":
+        return StackedCNN(configs, data.input_shape, data.n_classes, device)
+    return StackedMLP(configs, data.x_train.shape[1], data.n_classes, device)
 
 
 class GroupFit:
@@ -76,7 +85,7 @@ class GroupFit:
 
     def __init__(self, configs: list, data, device: torch.device):
         self.data, self.device = data, device
-        self.model = StackedMLP(configs, data.x_train.shape[1], data.n_classes, device)
+        self.model = stack_model(configs, data, device)
         self.train = configs[0].train
         self.epoch, self.previous, self.above = 0, [None] * len(configs), [0] * len(configs)
         self.outcome = [{} for _ in configs]
@@ -106,7 +115,7 @@ class GroupFit:
         xe, ye = self.epoch_data()
         n, batch_size = xe.shape[2], self.train.batch_size
         step = n if batch_size == 0 or batch_size >= n else batch_size
-        total = torch.zeros(len(self.model.ids), device=self.device)
+        total = torch.zeros(self.model.weights.flat.shape[0], device=self.device)
         seen = 0
         for s in range(0, n, step):
             if self.model.bn and n - s == 1:
@@ -128,7 +137,8 @@ class GroupFit:
 
     def read_epoch(self, means: torch.Tensor) -> tuple:
         """(mean losses, parameters finite): one read from the device per epoch."""
-        both = torch.stack([means, self.model.finite().to(means.dtype)]).tolist()
+        n = len(self.model.ids)  # rows past n: the phantom copy of a lone member
+        both = torch.stack([means[:n], self.model.finite()[:n].to(means.dtype)]).tolist()
         return both[0], [bool(f) for f in both[1]]
 
     def stops(self, means: list, finite: list) -> dict:
@@ -240,7 +250,7 @@ def train_group(configs: list, *, device="cpu", progress: bool = False, checkpoi
     start = time.perf_counter()
     records = [new_record(c, dev) for c in configs]
     try:
-        data = load_dataset(configs[0].data, device=dev, flatten=True)
+        data = load_dataset(configs[0].data, device=dev, flatten=configs[0].model.arch == "mlp")
         fit = GroupFit(configs, data, dev)
         fit.fit(progress, checkpoint, checkpoint_every)
     except Exception as exc:  # noqa: BLE001 - a run never kills its caller

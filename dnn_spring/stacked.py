@@ -121,13 +121,35 @@ class StackedMLP:
         self.buffers = {k: torch.stack([s[k] for s in states]).to(device)
                         for k in self.buffer_names}
         self.keys = streams.member_keys([c.seed for c in configs], device)
-        self._set_members(list(range(len(configs))))
+        self.ids = list(range(len(configs)))
+        self._select_rows(self.ids)
+        self._set_members(self.ids)
         self.opt = self.new_optimizer()
+
+    @property
+    def row_ids(self) -> list:
+        """The config index of each row of the stacked tensors.
+
+        A lone member is stacked twice (a phantom copy that computes the
+        same numbers and is never read), so a group of one runs the very
+        operators of any other group: the same kernels, and the same count.
+        """
+        return self.ids + self.ids[:1] if len(self.ids) == 1 else list(self.ids)
+
+    def _select_rows(self, positions: list) -> None:
+        """Keep the stacked rows at ``positions`` (a lone one twice)."""
+        rows = positions + positions[:1] if len(positions) == 1 else positions
+        if rows == list(range(self.weights.flat.shape[0])):
+            return
+        index = torch.tensor(rows, device=self.device)
+        self.weights.keep(index)
+        self.buffers = {k: t.index_select(0, index) for k, t in self.buffers.items()}
+        self.keys = {k: t.index_select(0, index) for k, t in self.keys.items()}
 
     def _set_members(self, ids: list) -> None:
         """Per-member settings and the parameter views for the members ``ids``."""
         self.ids = ids
-        cfg = [self.configs[i] for i in ids]
+        cfg = [self.configs[i] for i in self.row_ids]
         self.slope = torch.tensor([c.model.slope for c in cfg], device=self.device)
         self.dropout = [c.model.dropout for c in cfg]
         self.dropout_t = torch.tensor(self.dropout, device=self.device)
@@ -139,7 +161,7 @@ class StackedMLP:
 
     def new_optimizer(self) -> BatchedOptimizer:
         """A fresh optimiser over the active members."""
-        active = [self.configs[i].train for i in self.ids]
+        active = [self.configs[i].train for i in self.row_ids]
         return BatchedOptimizer(
             active[0].optimizer, [self.weights.flat], [t.lr for t in active],
             temperatures=[t.temperature for t in active], weight_decay=active[0].weight_decay,
@@ -215,17 +237,16 @@ class StackedMLP:
         if not positions:
             self.ids = []
             return
-        index = torch.tensor(positions, device=self.device)
-        self.weights.keep(index)
-        self.buffers = {k: t.index_select(0, index) for k, t in self.buffers.items()}
-        self.keys = {k: t.index_select(0, index) for k, t in self.keys.items()}
+        self._select_rows(positions)
         self._set_members([self.ids[i] for i in positions])
-        self.opt.keep([self.weights.flat], positions)
+        self.opt.keep([self.weights.flat], positions + positions[:1] if len(positions) == 1
+                      else positions)
 
     # ----------------------------------------------------------- state
     def state(self) -> dict:
         """The active members' parameters, statistics, streams and optimiser, on the CPU."""
-        cpu = lambda t: t.detach().cpu()  # noqa: E731
+        n = len(self.ids)
+        cpu = lambda t: t[:n].detach().cpu()  # noqa: E731  (the phantom row is not saved)
         return {"ids": list(self.ids), "flat": cpu(self.weights.flat),
                 "buffers": {k: cpu(t) for k, t in self.buffers.items()},
                 "opt_t": self.opt.t, "opt_state": [[cpu(t) for t in g] for g in self.opt.state]}
@@ -249,7 +270,10 @@ class StackedMLP:
         self.keys = {k: t.index_select(0, index) for k, t in
                      streams.member_keys([c.seed for c in self.configs], dev).items()}
         self.buffers = buffers
+        self._select_rows(list(range(len(ids))))
         self._set_members(ids)
         self.opt = self.new_optimizer()
+        if len(ids) == 1:
+            opt_state = [[t[[0, 0]] for t in g] for g in opt_state]
         self.opt.state = opt_state
         self.opt.set_steps(opt_t)

@@ -93,9 +93,9 @@ def accuracy(model, x: Tensor, y: Tensor, *, batch_size: int = 4096) -> float:
 
 
 def trajectory_tracker(model, data) -> LoadCurveTracker:
-    """The tracker of a run's trajectory: the whole clean training set, no warnings."""
+    """The tracker of a run's trajectory: the whole clean training set, no warnings, this process alone."""
     return LoadCurveTracker(model, data.x_train, data.y_train, probe_size=None,
-                            n_classes=data.n_classes, warn=False)
+                            n_classes=data.n_classes, warn=False, distributed=False)
 
 
 def curve_log_d(model, data, tracker: "LoadCurveTracker | None" = None) -> list:
@@ -123,7 +123,7 @@ def finish_record(record: dict, model, data, *, hessian: bool) -> dict:
     record["test_acc"] = accuracy(model, data.x_test, data.y_test)
     # Records keep rank_b and cond_b per point; the user reads them instead of a warning.
     frame = load_curve(model, data.x_train, labels=data.y_train, n_classes=data.n_classes,
-                       warn=False)
+                       warn=False, distributed=False)  # one run's own model, never summed over ranks
     record["layers"] = [str(v) for v in frame["layer"]]
     for column in ("log_d", "log_inv_d", "log_trace_ratio", "log_d_pinv32", "cond_b"):
         record[column] = [finite_or_none(v) for v in frame[column]]

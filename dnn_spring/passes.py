@@ -119,10 +119,12 @@ class Passes:
         self.new_accumulator, self.cache_bytes, self.probes = new_accumulator, cache_bytes, probes
         self.budget = budget  # (next-token classes, class_bytes) or None
         self.accs, self.cache, self.stored, self.ok = {}, {}, 0, True
+        self.widths = {}
 
     def first(self, point, feats, y):
         if point not in self.accs:
             self.accs[point] = self.new_accumulator(point)
+            self.widths[point] = feats.shape[1]
         self.accs[point].update_means(feats, y)
         if self.ok or self.probes:
             self.stored += feats.numel() * feats.element_size()
@@ -136,7 +138,7 @@ class Passes:
 
     def check_budget(self):
         if self.budget is not None:
-            check_class_budget(self.budget[0], {p: a._p for p, a in self.accs.items()}, self.budget[1])
+            check_class_budget(self.budget[0], self.widths, self.budget[1])
 
     def run(self, model, recorder, batches, device, distributed: bool) -> None:
         _run_pass(model, recorder, batches, device, self.first, self.check_budget)

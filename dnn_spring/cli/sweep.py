@@ -29,6 +29,9 @@ def _add_sweep(subparsers) -> None:
                    help="paper: the paper's grid, seeds and epochs; quick: coarse grid on the embedded MNIST (mnist5k)")
     p.add_argument("--dataset", help="override the data set of every run")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="on a CUDA device, replay each batched training step from a CUDA graph "
+                   "(sets DNN_SPRING_CUDA_GRAPHS=1; ignored on the CPU)")
     p.add_argument("--out", help="results folder (default results/<sweep>, "
                    "results/<sweep>_quick for the quick preset)")
     p.add_argument("--workers", type=int, help="local worker processes, >= 1 (default: the "
@@ -94,11 +97,14 @@ def _default_workers(device: str) -> int:
 
 
 def _run_sweep(args) -> int:
+    from dnn_spring.graphs import ENV_FLAG
     from dnn_spring.grids import default_out_dir, expand_grid
     from dnn_spring.sweep import RecordWriteError, pending_configs, run_sweep
 
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"`--workers` must be >= 1, got {args.workers}")
+    if args.cuda_graphs:
+        os.environ[ENV_FLAG] = "1"  # read by every group, in this process and its workers
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"`--threads` must be >= 1, got {args.threads}")
     configs = expand_grid(args.sweep, args.preset, _overrides(args), n_seeds=args.seeds,

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 
+from ..graphs import ENV_FLAG
 from ..config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
 _M, _D, _T = ModelConfig(), DataConfig(), TrainConfig()
@@ -84,6 +85,9 @@ def add_parser(subparsers) -> None:
                    help="also estimate the Hessian's top eigenvalue and trace at the end "
                    "(default: off)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="on a CUDA device, replay each batched training step from a CUDA graph "
+                   "(sets DNN_SPRING_CUDA_GRAPHS=1; ignored on the CPU)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch threads (default: OMP_NUM_THREADS if set, else torch's own "
                    "choice); recorded in the record")
@@ -160,6 +164,8 @@ def run(args) -> int:
     from ..train import resolve_device, train_run
 
     config = config_from_args(args)
+    if args.cuda_graphs:
+        os.environ[ENV_FLAG] = "1"  # read by every group, in this process and its workers
     device = resolve_device(args.device)
     if args.threads is not None:
         if args.threads < 1:

@@ -132,3 +132,15 @@ def test_the_package_imports_transformers_only_when_the_callback_is_used():
     code = ("import sys, dnn_spring, dnn_spring.integrations, dnn_spring.blocks; "
             "assert 'transformers' not in sys.modules, 'imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_without_a_trainer_the_values_stay_in_the_state_history():
+    from transformers import TrainerControl, TrainerState
+
+    callback = LoadCurveCallback(_probe(), every=1)
+    state, model = TrainerState(), _model()
+    state.global_step, state.epoch = 1, 0.5
+    with pytest.warns(RuntimeWarning, match="found no transformers.Trainer"):
+        callback.on_step_end(None, state, TrainerControl(), model=model)
+    assert [e["step"] for e in state.log_history] == [1]
+    assert callback.history["layer"].tolist() == LAYERS

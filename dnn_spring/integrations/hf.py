@@ -27,13 +27,17 @@ Layers default to the model's transformer blocks
 (:func:`~dnn_spring.blocks.transformer_blocks` states the rule); ``layers=``
 takes names, a block class or a callable as :func:`~dnn_spring.load_curve`
 does.  Under ``torch.distributed`` every process measures (a sharded model
-needs every rank for its forward pass).
+needs every rank for its forward pass) and, as :func:`~dnn_spring.load_curve`
+does by default, the statistics are summed over the ranks: give each rank
+its shard of the probe set, or pass ``distributed=False`` to measure each
+rank's probe alone.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import warnings
 
 import pandas as pd
 
@@ -133,6 +137,7 @@ class LoadCurveCallback(_base()):
         self.tracker = None
         self.trainer = None
         self._last_step = None
+        self._warned = False
 
     # -- the Trainer's events -------------------------------------------------
     def on_init_end(self, args, state, control, model=None, **kwargs):
@@ -189,7 +194,12 @@ class LoadCurveCallback(_base()):
         values = self.metrics(rows)
         if self.trainer is not None:
             self.trainer.log(values)
-        else:  # no Trainer found: keep them in its history at least
+        else:  # no Trainer found: keep them in the state's history at least
+            if not self._warned:
+                self._warned = True
+                warnings.warn("LoadCurveCallback found no transformers.Trainer to log through; the "
+                              "values go to state.log_history only (set callback.trainer)",
+                              RuntimeWarning, stacklevel=2)
             state.log_history.append({**values, "step": state.global_step})
 
     @property

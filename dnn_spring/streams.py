@@ -27,8 +27,8 @@ shift is an arithmetic one masked (:func:`_shr`), so the bits are the same
 on every device.  Floats made from them:
 
 * :func:`uniform`: the top 24 bits as ``k · 2**-24`` in [0, 1), exact;
-* :func:`normal`: Box–Muller on two 24-bit uniforms of one word (the cosine
-  branch), float32; its tails are cut at |z| <= 5.77;
+* :func:`normal`: Box–Muller on two 24-bit uniforms of one word, both
+  branches (two normals per word), float32; its tails are cut at |z| <= 5.77;
 * :func:`below`: an integer in [0, m) by a 32-bit multiply-shift;
 * :func:`order`: a permutation, the stable argsort of 64-bit keys.
 
@@ -71,10 +71,18 @@ def _shr(x: Tensor, k: int) -> Tensor:
 
 
 def _mix(x: Tensor) -> Tensor:
-    """The SplitMix64 finaliser (a bijection of 64-bit words)."""
-    x = (x ^ _shr(x, 30)) * _M1
-    x = (x ^ _shr(x, 27)) * _M2
-    return x ^ _shr(x, 31)
+    """The SplitMix64 finaliser (a bijection of 64-bit words), in place on ``x``.
+
+    In place with one scratch buffer: on a CPU a fresh buffer per operation
+    of an epoch's (N, n·features) draw costs more than the arithmetic.
+    """
+    t = torch.empty_like(x)
+    for shift, factor in ((30, _M1), (27, _M2), (31, None)):
+        torch.bitwise_right_shift(x, shift, out=t)
+        x.bitwise_xor_(t.bitwise_and_((1 << (64 - shift)) - 1))  # a logical shift
+        if factor is not None:
+            x.mul_(factor)
+    return x
 
 
 def init_generator(seed: int) -> torch.Generator:
@@ -116,7 +124,7 @@ def random_bits(keys: Tensor, counter, n: int) -> Tensor:
         counter = torch.tensor(int(counter), dtype=torch.int64, device=keys.device)
     base = _mix(keys.view(-1, 1) + counter * _COUNTER)
     index = torch.arange(1, n + 1, device=keys.device, dtype=torch.int64)
-    return _mix(base + index * _GAMMA)
+    return _mix(torch.add(base, index * _GAMMA))
 
 
 def uniform(keys: Tensor, counter, n: int) -> Tensor:
@@ -125,13 +133,19 @@ def uniform(keys: Tensor, counter, n: int) -> Tensor:
 
 
 def normal(keys: Tensor, counter, n: int) -> Tensor:
-    """(N, n) float32 standard normals (Box–Muller, one per 64-bit word)."""
-    padded = -(-n // _ROW) * _ROW
-    bits = random_bits(keys, counter, padded)
-    u1 = (_shr(bits, 40) + 1).float() * 2.0**-24  # (0, 1]: log is finite
-    u2 = (_shr(bits, 16) & 0xFFFFFF).float() * 2.0**-24
-    z = torch.sqrt(torch.log(u1) * -2.0) * torch.cos(u2 * (2 * math.pi))
-    return z[:, :n] if padded != n else z
+    """(N, n) float32 standard normals: Box–Muller, two per 64-bit word.
+
+    Word j of ``w = ceil(n / 2)`` words, rounded up to a multiple of 64,
+    gives ``r·cos θ`` at index j and ``r·sin θ`` at index j + w, with
+    ``r = sqrt(-2 log u1)``, ``θ = 2π u2`` and u1 in (0, 1], u2 in [0, 1) the
+    word's top 24 and next 24 bits.
+    """
+    words = -(-(-(-n // 2)) // _ROW) * _ROW
+    bits = random_bits(keys, counter, words)
+    radius = _shr(bits, 40).add_(1).float().mul_(2.0**-24).log_().mul_(-2.0).sqrt_()
+    angle = bits.bitwise_right_shift_(16).bitwise_and_(0xFFFFFF).float().mul_(2 * math.pi * 2.0**-24)
+    z = torch.cat([torch.cos(angle).mul_(radius), angle.sin_().mul_(radius)], dim=1)
+    return z[:, :n] if 2 * words != n else z
 
 
 def below(keys: Tensor, counter, n: int, m: int) -> Tensor:
@@ -202,4 +216,4 @@ def epoch_samples(x: Tensor, y: Tensor, keys: dict, epoch: int, *, shuffle: bool
     per = math.prod(x.shape[1:])
     xi = normal(keys["input"], epoch, n * per).to(dev).view(xe.shape)
     scale = torch.tensor([float(v) * x_std for v in noise], device=dev)
-    return xe + scale.view(-1, *([1] * x.dim())) * xi, ye
+    return xi.mul_(scale.view(-1, *([1] * x.dim()))).add_(xe), ye

@@ -27,11 +27,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
 
 from dnn_spring.batched import GroupFit, train_group
+from dnn_spring.graphs import ENV_FLAG
 from dnn_spring.grouping import max_group_size
 from dnn_spring.config import RunConfig
 from dnn_spring.data import load_dataset
@@ -167,6 +169,8 @@ def main(argv=None) -> None:
                         help="how many one-at-a-time runs to time (extrapolated per run)")
     parser.add_argument("--group-size", type=int, default=0,
                         help="members per batched group (0: dnn_spring.grouping.max_group_size)")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="batched steps from CUDA graphs (dnn_spring.graphs; CUDA only)")
     parser.add_argument("--only", choices=("full", "small"), default=None,
                         help="run only the full-batch or only the batch-10 grid")
     args = parser.parse_args(argv)
@@ -174,6 +178,8 @@ def main(argv=None) -> None:
         device = resolve_device(args.device)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.cuda_graphs:
+        os.environ[ENV_FLAG] = "1"
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     data = load_dataset(_grid(0, 1, 0.0)[0].data, device=device, flatten=True)
     if args.only in (None, "full"):

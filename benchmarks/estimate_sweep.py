@@ -22,7 +22,7 @@ not depend on the values.
 Usage::
 
     python benchmarks/estimate_sweep.py [--device cpu|cuda] [--steps 10] [--panels ns_nl ...]
-                                        [--check-epochs 3]
+                                        [--check-epochs 3] [--cuda-graphs]
 """
 
 from __future__ import annotations
@@ -53,11 +53,12 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time_chunk(chunk: list, data, device, steps: int) -> dict:
+def _time_chunk(chunk: list, data, device, steps: int, graphs: bool = False) -> dict:
     """Seconds to set up the chunk, per epoch's data pass, per step and per member's end."""
     start = time.perf_counter()
-    fit = GroupFit(chunk, data, device)
+    fit = GroupFit(chunk, data, device, cuda_graphs=graphs)
     ens = fit.model
+    stepper = fit.graphs or ens  # the CUDA-graph step when asked for (on CUDA)
     _sync(device)
     t_setup = time.perf_counter() - start
     bs = chunk[0].train.batch_size
@@ -70,11 +71,11 @@ def _time_chunk(chunk: list, data, device, steps: int) -> dict:
     offsets = [(s * step) % (n - step + 1) for s in range(steps + 2)]
 
     for s in offsets[:2]:
-        ens.step(xe[:, :, s:s + step].contiguous(), ye[:, s:s + step])
+        stepper.step(xe[:, :, s:s + step].contiguous(), ye[:, s:s + step])
     _sync(device)
     start = time.perf_counter()
     for s in offsets[2:]:
-        ens.step(xe[:, :, s:s + step].contiguous(), ye[:, s:s + step])
+        stepper.step(xe[:, :, s:s + step].contiguous(), ye[:, s:s + step])
     _sync(device)
     t_step = (time.perf_counter() - start) / steps
     start = time.perf_counter()
@@ -103,6 +104,8 @@ def main(argv=None) -> None:
     parser.add_argument("--check-epochs", type=int, default=0,
                         help="also train each panel's first chunk for real for this many epochs "
                              "(train_group, evaluation included) and compare with the model")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="time the CUDA-graph step (dnn_spring.graphs; CUDA only)")
     args = parser.parse_args(argv)
     try:
         device = resolve_device(args.device)
@@ -117,12 +120,12 @@ def main(argv=None) -> None:
         data = data or load_dataset(configs[0].data, device=device, flatten=True)
         chunks = plan_chunks(configs, device=device, workers=1)
         if not measured:  # warm-up: the first timed chunk would pay for thread pools, caches
-            _time_chunk(chunks[0], data, device, 2)
+            _time_chunk(chunks[0], data, device, 2, args.cuda_graphs)
         total = 0.0
         for chunk in chunks:
             kind = _kind(chunk)
             if kind not in measured:
-                measured[kind] = _time_chunk(chunk, data, device, args.steps)
+                measured[kind] = _time_chunk(chunk, data, device, args.steps, args.cuda_graphs)
                 t = measured[kind]
                 print(f"  measured: batch {kind[0] or 'full'}, {kind[1]} members, dropout "
                       f"{'on' if kind[2] else 'off'}, noise {'on' if kind[3] else 'off'}: "
@@ -138,7 +141,7 @@ def main(argv=None) -> None:
             t = measured[_kind(chunks[0])]
             model = _chunk_seconds(t, args.check_epochs, len(chunk))
             start = time.perf_counter()
-            records = train_group(chunk, device=device)
+            records = train_group(chunk, device=device, cuda_graphs=args.cuda_graphs)
             _sync(device)
             real = time.perf_counter() - start
             status = sorted({r["status"] for r in records})

@@ -5,8 +5,10 @@ at the end of an epoch (atomically: a kill leaves the old file or the new
 one); :func:`resume_checkpoint` reads it back into a fresh fit of the same
 group, so the group goes on with the same numbers as an uninterrupted one.
 The state holds the loop (epoch, previous losses, divergence counters, the
-outcome of retired members) and the :class:`~dnn_spring.stacked.StackedMLP`
-(parameters, BatchNorm statistics, random streams, optimiser).  A file of
+outcome of retired members) and the stacked model, a
+:class:`~dnn_spring.stacked.StackedMLP` or
+:class:`~dnn_spring.stacked_cnn.StackedCNN` (parameters, BatchNorm
+statistics, random streams, optimiser).  A file of
 another group, of another format or that cannot be read is reported in one
 warning and ignored: a bad checkpoint costs time, never the runs.
 """
@@ -17,7 +19,7 @@ import logging
 
 import torch
 
-from .models import MLP
+from .models import CNN, MLP
 from .records import write_atomically
 
 __all__ = ["CHECKPOINT_FORMAT", "group_state", "restore_group", "save_checkpoint",
@@ -39,6 +41,13 @@ def group_state(fit) -> dict:
             "outcome": outcome, **fit.model.state()}
 
 
+def _member_model(model, config, state: dict):
+    """A retired member's network (an MLP, or a CNN of a StackedCNN) from its state dict."""
+    if config.model.arch == "cnn":
+        return CNN(config.model, model.input_shape, model.n_out, state=state)
+    return MLP(config.model, model.n_in, model.n_out, state=state)
+
+
 def restore_group(fit, state: dict) -> None:
     """Load a :func:`group_state` of the same group into ``fit``.
 
@@ -52,8 +61,7 @@ def restore_group(fit, state: dict) -> None:
     if state["keys"] != [c.key() for c in model.configs]:
         raise ValueError("it belongs to another group of configs")
     dev = model.device
-    outcome = [{**out, "model": MLP(c.model, model.n_in, model.n_out,
-                                     state=out["model"]).to(dev)}
+    outcome = [{**out, "model": _member_model(model, c, out["model"]).to(dev)}
                if out.get("model") is not None else out
                for c, out in zip(model.configs, state["outcome"], strict=True)]
     epoch, previous = int(state["epoch"]), list(state["previous"])

@@ -1,9 +1,11 @@
 """Which configs train together, and how many at once (the grouping policy).
 
-MLP configs that differ only in :data:`MEMBER_FIELDS` (seed, slope, dropout,
-learning rate, noise, init, SGLD temperature) share one batched model
-(:func:`group_key`); :func:`max_group_size` says how many of them fit at once
-on a device.  A CNN config is always trained alone.
+Configs of one architecture that differ only in :data:`MEMBER_FIELDS` (seed,
+slope, dropout, learning rate, noise, init, SGLD temperature) can share one
+batched model (:func:`group_key`); :func:`max_group_size` says how many of
+them to train at once on a device.  On a CPU a CNN is trained alone: its
+grouped convolutions cost more per member than plain ones (see
+:data:`_CPU_CNN_GROUP`).
 """
 
 from __future__ import annotations
@@ -28,21 +30,29 @@ _MAX_MEMBERS = 512
 # epochs, groups of 2/4/8/16: 64/53/44/53.  4 MiB per layer gives 4 members at
 # full batch, 16 at 640, 64 at 160 and 512 (the cap) at 10.
 _CPU_LAYER_BYTES = 2**22
+# The CNN on a CPU: one at a time is faster.  benchmarks/bench_cnn.py, 1 thread,
+# depth 8, 20 channels, mnist5k 2560 x 1 x 10 x 10, s per run and epoch alone vs
+# in a group of 8: full batch 2.44 vs 7.44, batch 64 2.50 vs 3.43, batch 10
+# 3.06 vs 3.50 (oneDNN's grouped convolutions are slower per group than its
+# plain ones).  On CUDA the group is sized by memory.
+_CPU_CNN_GROUP = 1
+# Float32 tensors of (batch, channels, H, W) per CNN block: kept for backward
+# (convolution, BatchNorm, activation and upsample outputs, pooling output and
+# indices, dropout multiplier and product) and drawn for the dropout masks.
+_CNN_PLANES = 11
 
 
 def group_key(config: RunConfig) -> tuple:
     """Configs with equal keys can be trained together by
     :func:`dnn_spring.batched.train_group`.
 
-    An MLP's key holds every flat field except :data:`MEMBER_FIELDS`; a CNN's
-    key is unique to the config (CNN runs are trained one at a time).
+    The key is the architecture and every flat field except
+    :data:`MEMBER_FIELDS`.
     """
     if not isinstance(config, RunConfig):
         raise TypeError(f"`config` must be a RunConfig, got {type(config).__name__}")
-    if config.model.arch != "mlp":
-        return ("single", config.key())
-    return ("mlp",) + tuple(sorted((k, v) for k, v in config.flat().items()
-                                   if k not in MEMBER_FIELDS))
+    return (config.model.arch,) + tuple(sorted((k, v) for k, v in config.flat().items()
+                                               if k not in MEMBER_FIELDS))
 
 
 def _shape_estimate(config: RunConfig) -> tuple:
@@ -67,19 +77,33 @@ def _memory_budget(device: torch.device) -> int:
     return int(min(avail * 0.25, 4 * 2**30))
 
 
+def _cnn_member_bytes(config: RunConfig) -> int:
+    """Bytes of one CNN member: :data:`_CNN_PLANES` activations per block, the
+    parameters with gradient and optimiser state, one epoch of inputs."""
+    m, (n, n_in) = config.model, _shape_estimate(config)
+    b = n if config.train.batch_size == 0 else min(config.train.batch_size, n)
+    pixels = config.data.image_size**2
+    n_params = 9 * m.channels * (n_in // pixels + (m.depth - 2) * m.channels) \
+        + 10 * m.channels * pixels
+    return 4 * (_CNN_PLANES * (m.depth - 1) * b * m.channels * pixels + 5 * n_params + n * n_in)
+
+
 def max_group_size(config: RunConfig, *, device="cpu") -> int:
     """Largest number of members of ``config``'s group to train at once.
 
     Bytes per member (float32): parameters with gradient and optimiser state
     (5·P), the activations kept for backward (≈ 8 tensors of batch × width per
-    hidden layer, plus the input), and one epoch of noisy, reordered inputs
+    hidden layer, plus the input; for the CNN :data:`_CNN_PLANES` of batch ×
+    channels × H × W per block), and one epoch of noisy, reordered inputs
     (n_train × n_in).  The budget is half the free GPU memory, or a quarter
     of the available RAM (at most 4 GiB) on the CPU; capped at 512 members.
-    CNN configs always get 1.
+    A CNN gets :data:`_CPU_CNN_GROUP` (1: alone) on a CPU.
     """
-    if config.model.arch != "mlp":
-        return 1
     dev = resolve_device(device)
+    if config.model.arch == "cnn":
+        if dev.type == "cpu":
+            return _CPU_CNN_GROUP
+        return int(max(1, min(_MAX_MEMBERS, _memory_budget(dev) // _cnn_member_bytes(config))))
     m, (n, n_in) = config.model, _shape_estimate(config)
     n_out = 10
     n_params = n_in * m.width + (m.depth - 2) * m.width**2 + m.width * n_out + 6 * m.depth * m.width
@@ -98,13 +122,10 @@ def check_group(configs) -> list:
     Raises
     ------
     TypeError, ValueError
-        Not RunConfigs, an empty list, a CNN in a group, BatchNorm with
-        batch size 1, or members that differ outside :data:`MEMBER_FIELDS`.
+        Not RunConfigs, an empty list, BatchNorm with batch size 1, or
+        members that differ outside :data:`MEMBER_FIELDS` (or in ``arch``).
     """
     configs = check_items("configs", configs, RunConfig, "RunConfig")
-    if configs[0].model.arch != "mlp":
-        raise ValueError("`configs` must be MLP configs (arch 'mlp'); train a CNN with "
-                         "dnn_spring.train.train_run")
     if configs[0].model.batchnorm and configs[0].train.batch_size == 1:
         raise ValueError("`batch_size` must be >= 2 (or 0) with BatchNorm, got 1; "
                          "BatchNorm cannot train on one sample (or pass batchnorm=False)")

@@ -305,13 +305,18 @@ class CNN(nn.Module):
         (C, H, W) of one image; H and W must be even.
     n_out : int
         Number of classes.
-    seed, generator :
+    seed, generator, state :
         As for :class:`MLP`.
+
+    Its ``nn.Dropout`` layers act in training mode only when the module is
+    trained by hand; the package's trainer applies dropout itself, with masks
+    from each run's own random stream (:mod:`dnn_spring.stacked_cnn`).
     """
 
     logits_layer = "head"
 
-    def __init__(self, config: ModelConfig, input_shape, n_out: int, *, seed=None, generator=None):
+    def __init__(self, config: ModelConfig, input_shape, n_out: int, *, seed=None, generator=None,
+                 state=None):
         super().__init__()
         _check_model_config(config)
         self.config = config
@@ -319,8 +324,9 @@ class CNN(nn.Module):
         self.n_out = _check_positive("n_out", n_out)
         for name, child in _cnn_children(config, self.input_shape, n_out).items():
             self.add_module(name, child)
-        gen = _generator(seed, generator)
-        state = init_cnn_parameters(config, self.input_shape, n_out, generator=gen)
+        if state is None:
+            gen = _generator(seed, generator)
+            state = init_cnn_parameters(config, self.input_shape, n_out, generator=gen)
         self.to_empty(device=state["head.weight"].device)
         self.load_state_dict(state, strict=True)
 

@@ -151,9 +151,7 @@ def test_unexpected_error_gives_failed_record(monkeypatch, arch):
     def boom(*args, **kwargs):
         raise RuntimeError("disk on fire\nsecond line")
 
-    # each trainer loads its data: the batched MLP trainer and the CNN loop
-    monkeypatch.setattr("dnn_spring.batched.load_dataset", boom)
-    monkeypatch.setattr("dnn_spring.train.load_dataset", boom)
+    monkeypatch.setattr("dnn_spring.batched.load_dataset", boom)  # both archs train there
     rec = train_run(TINY.replace(arch=arch))
     assert rec["status"] == "failed" and rec["error"] == "RuntimeError: disk on fire"
 
@@ -215,38 +213,25 @@ def test_large_sgd_step_diverges_and_is_never_ok():
     json.dumps(rec, allow_nan=False)
 
 
-def _poison_after_first_epoch(monkeypatch, arch):
+def _poison_after_first_epoch(monkeypatch):
     """Make one weight NaN after the first epoch; that epoch's loss stays finite."""
-    if arch == "mlp":
-        from dnn_spring import batched
+    from dnn_spring import batched
 
-        original = batched.GroupFit.run_epoch
+    original = batched.GroupFit.run_epoch
 
-        def epoch(self):
-            means = original(self)
-            self.model.weights.flat[0, 0] = float("nan")
-            return means
+    def epoch(self):
+        means = original(self)
+        self.model.weights.flat[0, 0] = float("nan")
+        return means
 
-        monkeypatch.setattr(batched.GroupFit, "run_epoch", epoch)
-    else:
-        import dnn_spring.train as train_module
-
-        original = train_module.cnn_epoch
-
-        def epoch(model, opt, params, *args):
-            mean = original(model, opt, params, *args)
-            with torch.no_grad():
-                params[0].view(-1)[0] = float("nan")
-            return mean
-
-        monkeypatch.setattr(train_module, "cnn_epoch", epoch)
+    monkeypatch.setattr(batched.GroupFit, "run_epoch", epoch)
 
 
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
 def test_non_finite_weights_are_diverged_not_failed(monkeypatch, arch):
     cfg = TINY if arch == "mlp" else RunConfig().replace(arch="cnn", depth=3, channels=4,
                                                          epochs=3, n_train=200)
-    _poison_after_first_epoch(monkeypatch, arch)
+    _poison_after_first_epoch(monkeypatch)
     rec = train_run(cfg)
     assert rec["status"] == "diverged" and rec["stop_reason"] == "diverged", rec["error"]
     assert rec["epochs_run"] == 1 and math.isfinite(rec["train_loss"])  # the loss was fine

@@ -49,9 +49,9 @@ from dnn_spring.data import load_dataset
 SYNCS = ("aten::_local_scalar_dense", "aten::item")
 
 
-def _configs(n: int, batch_size: int) -> list:
+def _configs(n: int, batch_size: int, n_train: int = 0) -> list:
     base = RunConfig().replace(dataset="gaussian", batch_size=batch_size, epochs=2, noise=0.2,
-                               dropout=0.1, stop_loss=0.0, stop_delta=0.0)
+                               dropout=0.1, stop_loss=0.0, stop_delta=0.0, n_train=n_train)
     return [base.replace(seed=i, slope=(i % 6) / 5) for i in range(n)]
 
 
@@ -78,7 +78,7 @@ def _inside(event, name: str) -> bool:
 
 def measure(n: int, batch_size: int, data, *, whole_epoch: bool) -> dict:
     """Operator and sync counts of one group of ``n`` members."""
-    fit = GroupFit(_configs(n, batch_size), data, torch.device("cpu"))
+    fit = GroupFit(_configs(n, batch_size, data.n_train), data, torch.device("cpu"))
     fit.epoch = 1
     xe, ye = fit.epoch_data()
     step = xe.shape[2] if batch_size == 0 else batch_size
@@ -109,16 +109,22 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[10, 0],
                         help="0: full batch")
     parser.add_argument("--full-epoch-max", type=int, default=64)
+    parser.add_argument("--full-batch-n", type=int, default=640,
+                        help="training samples of the full-batch rows (512 members of 2,560 "
+                        "samples need about 12 GB; the counts do not depend on it)")
     args = parser.parse_args(argv)
-    data = load_dataset(_configs(1, 0)[0].data, flatten=True)
+    datasets = {10: load_dataset(_configs(1, 10)[0].data, flatten=True),
+                0: load_dataset(_configs(1, 0, args.full_batch_n)[0].data, flatten=True)}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"{data.n_train} samples x {data.x_train.shape[1]} features")
+          f"{datasets[10].n_train} samples x {datasets[10].x_train.shape[1]} features "
+          f"(full batch: {datasets[0].n_train} samples)")
     cols = ("members", "batch", "ops/step", "top-level ops/step", "syncs/step",
             "adam step reads/step", "data-pass ops",
             "read ops", "syncs/epoch", "epoch measured")
     print(" | ".join(cols))
     for batch_size in args.batch_sizes:
         for n in args.groups:
+            data = datasets[0] if batch_size == 0 else datasets.get(batch_size, datasets[10])
             row = measure(n, batch_size, data,
                           whole_epoch=batch_size == 0 or n <= args.full_epoch_max)
             print(" | ".join(str(row[c]) for c in cols), flush=True)

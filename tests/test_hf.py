@@ -78,8 +78,8 @@ def test_rows_equal_load_curve_at_the_same_steps_and_reach_the_logs(tmp_path):
     probe = _probe()
     callback = LoadCurveCallback(probe, every=2)
     snapshots, reporter = _Snapshots(2), _Reporter()
-    trainer = Trainer(model=_model(), args=_args(tmp_path), train_dataset=_train_set(),
-                      callbacks=[snapshots, callback, reporter])
+    trainer = Trainer(model=_model(), args=_args(tmp_path, logging_strategy="steps", logging_steps=2),
+                      train_dataset=_train_set(), callbacks=[snapshots, callback, reporter])
     trainer.train()
     history = callback.history
     assert sorted(history["step"].unique()) == [2, 4]
@@ -99,6 +99,8 @@ def test_rows_equal_load_curve_at_the_same_steps_and_reach_the_logs(tmp_path):
         assert logged[-1][f"load_curve/log_d/{layer}"] == pytest.approx(log_d, rel=1e-12)
     assert logged[-1]["load_curve/v"] == pytest.approx(last["v"].iloc[0], rel=1e-12)
     assert sum("load_curve/c" in logs for logs in reporter.logs) == 2
+    # the Trainer's own logs of those steps (the loss) still happen
+    assert [e["step"] for e in trainer.state.log_history if "loss" in e] == [2, 4]
     assert trainer.model.training  # the measurement restored the training mode
 
 

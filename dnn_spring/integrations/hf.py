@@ -147,17 +147,17 @@ class LoadCurveCallback(_base()):
         self.trainer = self.trainer or _calling_trainer(self)
         self._bind(model)
         if self.at_start:
-            self._measure(state)
+            self._measure(state, control)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if self.every is not None and state.global_step % self.every == 0:
             self._bind(model)
-            self._measure(state)
+            self._measure(state, control)
 
     def on_evaluate(self, args, state, control, model=None, **kwargs):
         if self.at_evaluate:
             self._bind(model)
-            self._measure(state)
+            self._measure(state, control)
 
     # -- measuring -------------------------------------------------------------
     def _bind(self, model) -> None:
@@ -170,7 +170,7 @@ class LoadCurveCallback(_base()):
                                             **self.tracker_kwargs)
         self.tracker.model = model  # a later train() measures the model it trains
 
-    def _measure(self, state) -> "pd.DataFrame | None":
+    def _measure(self, state, control) -> "pd.DataFrame | None":
         if self.tracker is None or self._last_step == state.global_step:
             return None
         self._last_step = state.global_step
@@ -178,7 +178,7 @@ class LoadCurveCallback(_base()):
         self.tracker.epochs = int(math.floor(state.epoch or 0.0))
         rows = self.tracker.measure()
         if self.log:
-            self._log(rows, state)
+            self._log(rows, state, control)
         return rows
 
     def metrics(self, rows: pd.DataFrame) -> dict:
@@ -190,10 +190,13 @@ class LoadCurveCallback(_base()):
         return {k: float(v) for k, v in values.items()
                 if v is not None and math.isfinite(float(v))}
 
-    def _log(self, rows, state) -> None:
+    def _log(self, rows, state, control) -> None:
         values = self.metrics(rows)
         if self.trainer is not None:
+            # Trainer.log clears should_log; keep the Trainer's own log of this step (the loss)
+            should_log = control.should_log
             self.trainer.log(values)
+            control.should_log = self.trainer.control.should_log = should_log
         else:  # no Trainer found: keep them in the state's history at least
             if not self._warned:
                 self._warned = True

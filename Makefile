@@ -25,6 +25,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_sweep.py
 	$(BIN)/python benchmarks/bench_spring.py
 	$(BIN)/python benchmarks/bench_tracker.py
+	$(BIN)/python benchmarks/bench_hf.py --n-seq 64 256 --max-classes 1024
 
 # The paper's four MLP panels on mnist5k (3 seeds; resumable) -> figs/paper_mnist5k/
 paper-figures: install

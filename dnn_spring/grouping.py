@@ -18,7 +18,7 @@ from .checks import check_items
 from .config import RunConfig
 from .rules import resolve_device
 
-__all__ = ["MEMBER_FIELDS", "group_key", "check_group", "max_group_size"]
+__all__ = ["MEMBER_FIELDS", "group_key", "check_group", "max_group_size", "fixed_group_size"]
 
 #: Flat config fields that may differ between members of one batched group.
 MEMBER_FIELDS = frozenset({"seed", "slope", "dropout", "lr", "noise", "init", "init_scale",
@@ -88,6 +88,20 @@ def _cnn_member_bytes(config: RunConfig) -> int:
     return 4 * (_CNN_PLANES * (m.depth - 1) * b * m.channels * pixels + 5 * n_params + n * n_in)
 
 
+def fixed_group_size(config: RunConfig, device) -> "int | None":
+    """The group size that does not depend on the machine, or None.
+
+    A CNN on a CPU trains alone (:data:`_CPU_CNN_GROUP`), whatever the CPU; a
+    Slurm sweep, which plans on a login node and sizes groups on its tasks,
+    uses this to send such runs as chunks of their own.  ``device`` is only
+    read by name (``"auto"`` and CUDA give None), so no GPU is needed here.
+    """
+    kind = device.type if isinstance(device, torch.device) else str(device).split(":")[0]
+    if config.model.arch == "cnn" and kind == "cpu":
+        return _CPU_CNN_GROUP
+    return None
+
+
 def max_group_size(config: RunConfig, *, device="cpu") -> int:
     """Largest number of members of ``config``'s group to train at once.
 
@@ -100,9 +114,10 @@ def max_group_size(config: RunConfig, *, device="cpu") -> int:
     A CNN gets :data:`_CPU_CNN_GROUP` (1: alone) on a CPU.
     """
     dev = resolve_device(device)
+    fixed = fixed_group_size(config, dev)
+    if fixed is not None:
+        return fixed
     if config.model.arch == "cnn":
-        if dev.type == "cpu":
-            return _CPU_CNN_GROUP
         return int(max(1, min(_MAX_MEMBERS, _memory_budget(dev) // _cnn_member_bytes(config))))
     m, (n, n_in) = config.model, _shape_estimate(config)
     n_out = 10

@@ -57,7 +57,7 @@ from tqdm.auto import tqdm
 from .checks import check_choice, check_range
 from .chunk import CHECKPOINT_DIR, checkpoint_path, forget_unwritable, run_chunk
 from .executors import EXECUTORS, run_inline, run_pool, threads_per_worker
-from .grouping import group_key, max_group_size
+from .grouping import fixed_group_size, group_key, max_group_size
 from .records import FINISHED_STATUSES, RecordWriteError, move_aside, os_error_text, scan_records
 from .slurm import SlurmOptions, live_tasks, require_slurm, submission_lock, submit_chunks
 from .slurm_follow import follow
@@ -141,7 +141,8 @@ def plan_chunks(configs, *, batch=True, device="cpu", workers=1, max_size=None) 
     one group have sizes differing by at most one.  Without ``batch`` every
     config is its own chunk.  ``max_size`` replaces ``max_group_size`` as the
     cap (a Slurm sweep plans with no cap: each job splits its chunk to fit
-    its own device).
+    its own device), except where the size does not depend on the machine
+    (:func:`~dnn_spring.grouping.fixed_group_size`: a CNN on a CPU, alone).
 
     Returns
     -------
@@ -155,7 +156,8 @@ def plan_chunks(configs, *, batch=True, device="cpu", workers=1, max_size=None) 
         groups.setdefault(group_key(config), []).append(config)
     chunks = []
     for members in groups.values():
-        largest = max_size or max_group_size(members[0], device=device)
+        largest = (fixed_group_size(members[0], device) or max_size
+                   or max_group_size(members[0], device=device))
         share = math.ceil(workers * len(members) / max(1, len(configs)))
         n_chunks = min(len(members), max(math.ceil(len(members) / max(1, largest)), share))
         bounds = np.linspace(0, len(members), n_chunks + 1).round().astype(int)
@@ -260,7 +262,8 @@ def _sweep_on_slurm(configs, out_dir, summary, args, options, *, wait, retry_fai
         pending = pending_configs(configs, out_dir, retry_failed=retry_failed, move_bad=True)
         todo = [c for c in pending if c.key() not in live]
         running = [[_Key(k) for k in t["keys"]] for t in earlier]
-        chunks = plan_chunks(todo, batch=args["batch"], workers=workers, max_size=1 << 30)
+        chunks = plan_chunks(todo, batch=args["batch"], workers=workers, max_size=1 << 30,
+                             device=args["device"])
         if args["batch"]:  # a queued task's checkpoint is not stale
             _remove_stale_checkpoints(chunks + running, out_dir, args["device"], sized_here=False)
         submitted = submit_chunks(chunks, chunk_fn, args, options) if chunks else []

@@ -30,10 +30,12 @@ _MAX_MEMBERS = 512
 # epochs, groups of 2/4/8/16: 64/53/44/53.  4 MiB per layer gives 4 members at
 # full batch, 16 at 640, 64 at 160 and 512 (the cap) at 10.
 _CPU_LAYER_BYTES = 2**22
-# The CNN on a CPU: one at a time is faster.  benchmarks/bench_cnn.py, 1 thread,
-# depth 8, 20 channels, mnist5k 2560 x 1 x 10 x 10, s per run and epoch alone vs
-# in a group of 8: full batch 2.44 vs 7.44, batch 64 2.50 vs 3.43, batch 10
-# 3.06 vs 3.50 (oneDNN's grouped convolutions are slower per group than its
+# The CNN on a CPU: one at a time, 3x faster at full batch (the paper's) and
+# about even at batch 10.  `benchmarks/bench_cnn.py
+# --threads 1 --epochs 2 --batch-sizes 0 10` (depth 8, 20 channels, 2560 images
+# of 10 x 10), s per run and epoch alone vs in a group of 8: full batch 1.38 vs
+# 3.95 (1 channel) and 1.36 vs 4.33 (3 channels); batch 10 2.57 vs 2.26 and
+# 2.24 vs 2.22 (oneDNN's grouped convolutions are slower per group than its
 # plain ones).  On CUDA the group is sized by memory.
 _CPU_CNN_GROUP = 1
 # Float32 tensors of (batch, channels, H, W) per CNN block: kept for backward

@@ -38,13 +38,19 @@ masks do not depend on its group.  ``CNN``'s own ``nn.Dropout`` serves only
 for inference (eval mode, where it does nothing).
 
 **Members and single runs.**  A member's numbers are those of its single
-run up to float32 rounding: the grouped convolution (N >= 2) and the plain
-one (N = 1) are different oneDNN kernels, which round differently (measured
-on one conv layer: 1e-6 relative in the output, 1e-5 in the weight
-gradient).  Everything else a member computes is the same whatever the
-group: its random streams, BatchNorm, activation, pooling and dropout per
-channel, the head and loss through :mod:`dnn_spring.member_ops`, and its
-optimiser row in the padded flat buffer.
+run up to float32 rounding, not bit for bit: a single run (N = 1) takes the
+plain convolution and an ``F.linear`` head, a group the grouped convolution
+(another oneDNN kernel; measured on one layer: 1e-6 relative in the output,
+1e-5 in the weight gradient) and ``MemberLinear``.  The rest is the same in
+any group: the random streams, BatchNorm, activation, pooling and dropout
+channel by channel, and the member's row of the padded optimiser buffer.
+Under Adam the difference grows in the convolution biases, whose gradient
+is zero but for rounding (BatchNorm follows), so Adam turns rounding into
+steps of the learning rate's size; their BatchNorm running means follow.
+Computing a lone member as a group of two (the MLP's phantom copy) would
+give the group's kernels at twice the cost on the CPU, where CNNs train
+alone, and was not bit-exact either: the grouped kernel rounded one case
+differently in groups of 2 and 3 (2 threads, batch 7, 3 input channels).
 """
 
 from __future__ import annotations

@@ -74,6 +74,39 @@ def test_channel_leaky_relu_is_the_native_one_per_channel():
         assert torch.equal(out[:, c], ref) and torch.equal(grad[:, c], ref_grad[:, c])
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_per_channel_kernels_do_not_depend_on_the_group(threads):
+    """BatchNorm, activation, pooling, upsampling: a member's block is bit for bit its own.
+
+    Only the convolutions (grouped or plain) and the head round differently.
+    """
+    gen = torch.Generator().manual_seed(0)
+    x = [torch.randn(9, 4, 10, 10, generator=gen) * 3 + 1 for _ in range(8)]
+    g = [torch.randn(9, 4, 10, 10, generator=gen) for _ in range(8)]
+
+    def member(n, pos):
+        order = list(range(1, n))
+        order.insert(pos, 0)
+        xs = torch.cat([x[i] for i in order], 1).requires_grad_()
+        w, b = torch.ones(4 * n, requires_grad=True), torch.zeros(4 * n, requires_grad=True)
+        mean, var = torch.zeros(4 * n), torch.ones(4 * n)
+        out = F.batch_norm(xs, mean, var, w, b, True, 0.1, 1e-5)
+        out = F.interpolate(F.max_pool2d(F.leaky_relu(out, 0.1), 2), scale_factor=2)
+        grads = torch.autograd.grad(out, [xs, w, b], torch.cat([g[i] for i in order], 1))
+        block = slice(4 * pos, 4 * pos + 4)
+        return [t[:, block] if t.dim() == 4 else t[block] for t in (out.detach(), *grads)] + \
+            [mean[block], var[block]]
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        alone = member(1, 0)
+        for n, pos in ((2, 1), (3, 1), (8, 0), (8, 7)):
+            assert all(torch.equal(a, b) for a, b in zip(member(n, pos), alone)), (n, pos)
+    finally:
+        torch.set_num_threads(old)
+
+
 def test_exported_members_keep_their_statistics():
     fit = _fit(MEMBERS, epochs=1)
     for pos in range(3):

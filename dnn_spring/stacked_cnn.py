@@ -297,11 +297,16 @@ class StackedCNN:
         buffers = {k: state["buffers"][k].to(dev) for k in self.buffers}
         opt_state = [[t.to(dev) for t in g] for g in state["opt_state"]]
         opt_t = int(state["opt_t"])
+        if len(set(ids)) != len(ids) or not all(0 <= i < len(self.configs) for i in ids):
+            raise ValueError(f"its member ids {ids} are not members of this group")
+        if any(t.shape != flat.shape for g in opt_state for t in g):
+            raise ValueError("its optimiser state does not fit its parameters")
+        index = torch.tensor(ids, device=dev)
+        keys = {k: t.index_select(0, index) for k, t in
+                streams.member_keys([c.seed for c in self.configs], dev).items()}
         # commit
         self.weights.flat = flat.to(dev)
-        index = torch.tensor(ids, device=dev)
-        self.keys = {k: t.index_select(0, index) for k, t in
-                     streams.member_keys([c.seed for c in self.configs], dev).items()}
+        self.keys = keys
         self.buffers = buffers
         self._set_members(ids)
         self.opt = self.new_optimizer()

@@ -48,7 +48,7 @@ from torch import Tensor
 from .rules import member_seeds
 
 __all__ = ["STREAM_NAMES", "init_generator", "member_keys", "random_bits", "uniform", "normal",
-           "below", "order", "keep_mask", "epoch_samples"]
+           "below", "order", "keep_mask", "noise_levels", "epoch_samples"]
 
 #: The streams a group draws from with counters (the initialisation keeps a generator).
 STREAM_NAMES = ("order", "coin", "label", "input", "dropout", "langevin")
@@ -63,7 +63,7 @@ _COUNTER = _signed(0xD1B54A32D192ED03)
 _M1 = _signed(0xBF58476D1CE4E5B9)
 _M2 = _signed(0x94D049BB133111EB)
 _ROW = 64  # values per padded member row (see the module docstring)
-_CPU_SLICE_BYTES = 2**21  # words per slice of members in :func:`normal` on the CPU
+_CPU_SLICE_BYTES = 2**21  # bytes of words per slice of members in :func:`normal` on the CPU
 
 
 def _shr(x: Tensor, k: int) -> Tensor:
@@ -121,9 +121,11 @@ def random_bits(keys: Tensor, counter, n: int) -> Tensor:
         Epoch or step; each value gives an independent sequence.
     n : int
     """
-    if not isinstance(counter, Tensor):
-        counter = torch.tensor(int(counter), dtype=torch.int64, device=keys.device)
-    base = _mix(keys.view(-1, 1) + counter * _COUNTER)
+    if isinstance(counter, Tensor):
+        offset = counter * _COUNTER  # wraps, on the device
+    else:  # a host int: the same product modulo 2**64, as a scalar (no copy to the device)
+        offset = _signed((int(counter) * (_COUNTER % (1 << 64))) % (1 << 64))
+    base = _mix(keys.view(-1, 1) + offset)
     index = torch.arange(1, n + 1, device=keys.device, dtype=torch.int64)
     return _mix(torch.add(base, index * _GAMMA))
 
@@ -133,7 +135,7 @@ def uniform(keys: Tensor, counter, n: int) -> Tensor:
     return _shr(random_bits(keys, counter, n), 40).float() * 2.0**-24
 
 
-def normal(keys: Tensor, counter, n: int) -> Tensor:
+def normal(keys: Tensor, counter, n: int, *, cpu_slices: bool = False) -> Tensor:
     """(N, n) float32 standard normals: Box–Muller, two per 64-bit word.
 
     Word j of ``w = ceil(n / 2)`` words, rounded up to a multiple of 64,
@@ -141,15 +143,16 @@ def normal(keys: Tensor, counter, n: int) -> Tensor:
     ``r = sqrt(-2 log u1)``, ``θ = 2π u2`` and u1 in (0, 1], u2 in [0, 1) the
     word's top 24 and next 24 bits.
 
-    On the CPU the members are drawn in slices of about
-    :data:`_CPU_SLICE_BYTES` of words (cache-sized: 2.1x faster for an
-    epoch's input noise of 60 members than one pass over all of them), so
-    there the operator count grows with N; on a GPU it is one pass.  The
-    values are the same either way.
+    With ``cpu_slices`` (the epoch's input noise) and on the CPU, the
+    members are drawn in slices of about :data:`_CPU_SLICE_BYTES` of words
+    (cache-sized: 2.1x faster for an epoch's input noise of 60 members than
+    one pass over all of them), so there the operator count grows with N; on
+    a GPU, and without ``cpu_slices``, it is one pass.  The values are the
+    same either way.
     """
     words = -(-(-(-n // 2)) // _ROW) * _ROW
     step = keys.shape[0]
-    if keys.device.type == "cpu":
+    if cpu_slices and keys.device.type == "cpu":
         step = max(1, _CPU_SLICE_BYTES // (8 * words))
     parts = [_normal_words(keys[i:i + step], counter, words) for i in range(0, keys.shape[0], step)]
     z = parts[0] if len(parts) == 1 else torch.cat(parts)
@@ -183,13 +186,24 @@ def keep_mask(keys: Tensor, counter, n: int, p: Tensor) -> tuple:
     """
     n_drop = torch.clamp(torch.round(p.double() * 65536), max=65535).to(torch.int64)
     words = random_bits(keys, counter, -(-n // 4))
-    lanes = words.view(torch.int16)[:, :n].to(torch.int32)
-    keep = lanes >= (n_drop - 32768).view(-1, 1)
+    lanes = words.view(torch.int16)[:, :n]
+    keep = lanes >= (n_drop - 32768).to(torch.int16).view(-1, 1)
     return keep, (1.0 / (1.0 - n_drop.double() / 65536)).float().view(-1, 1)
 
 
+def noise_levels(noise, x_std: float, device) -> tuple:
+    """The members' noise levels p and input-noise scales p·x_std, as float32 tensors on ``device``.
+
+    The scale is the float64 product rounded once.  Make them once per set of
+    members and pass them to :func:`epoch_samples`: on a GPU each is a copy
+    from the host, which waits for the device.
+    """
+    return (torch.tensor([float(v) for v in noise], device=device),
+            torch.tensor([float(v) * x_std for v in noise], device=device))
+
+
 def epoch_samples(x: Tensor, y: Tensor, keys: dict, epoch: int, *, shuffle: bool, noise,
-                  x_std: float, n_classes: int) -> tuple:
+                  x_std: float, n_classes: int, levels: "tuple | None" = None) -> tuple:
     """Every member's training set for one epoch, in a fixed number of tensor ops.
 
     Applies the rules of SPEC §5 (:mod:`dnn_spring.rules`) with the members'
@@ -210,6 +224,9 @@ def epoch_samples(x: Tensor, y: Tensor, keys: dict, epoch: int, *, shuffle: bool
         False for full batch (data order).
     noise : sequence of float of length N
         Each member's noise level p.
+    levels : tuple of Tensor, optional
+        :func:`noise_levels` of ``noise`` and ``x_std`` on ``x``'s device
+        (made here when not given).
 
     Returns
     -------
@@ -226,10 +243,9 @@ def epoch_samples(x: Tensor, y: Tensor, keys: dict, epoch: int, *, shuffle: bool
     if not any(noise):
         return xe, ye
     dev = x.device
-    p = torch.tensor([float(v) for v in noise], device=dev)
+    p, scale = levels if levels is not None else noise_levels(noise, x_std, dev)
     reset = uniform(keys["coin"], epoch, n).to(dev) < p.view(-1, 1)
     ye = torch.where(reset, below(keys["label"], epoch, n, n_classes).to(dev), ye)
     per = math.prod(x.shape[1:])
-    xi = normal(keys["input"], epoch, n * per).to(dev).view(xe.shape)
-    scale = torch.tensor([float(v) * x_std for v in noise], device=dev)
+    xi = normal(keys["input"], epoch, n * per, cpu_slices=True).to(dev).view(xe.shape)
     return xi.mul_(scale.view(-1, *([1] * x.dim()))).add_(xe), ye

@@ -194,7 +194,7 @@ def test_graph_replays_give_the_eager_records(monkeypatch):
             self.out.copy_(self.fn())
             current["model"].opt.t -= 1
 
-    def record(fn):
+    def record(fn, pool=None):
         fit_model = current["model"]
         saved = copy.deepcopy(fit_model.state())  # state() shares storage with the model
         out = fn().clone()
@@ -217,6 +217,7 @@ def test_graph_replays_give_the_eager_records(monkeypatch):
             self.model = current["model"] = model
 
     monkeypatch.setattr(graphs, "_warm_up", lambda fn, device: fn())
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: "pool")
     monkeypatch.setattr(graphs, "_record", record)
     monkeypatch.setattr(graphs.StepGraphs, "__init__", init)
     monkeypatch.setattr(graphs.StepGraphs, "clear", clear)

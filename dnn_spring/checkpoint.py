@@ -19,7 +19,6 @@ import logging
 
 import torch
 
-from .models import CNN, MLP
 from .records import write_atomically
 
 __all__ = ["CHECKPOINT_FORMAT", "group_state", "restore_group", "save_checkpoint",
@@ -41,13 +40,6 @@ def group_state(fit) -> dict:
             "outcome": outcome, **fit.model.state()}
 
 
-def _member_model(model, config, state: dict):
-    """A retired member's network (an MLP, or a CNN of a StackedCNN) from its state dict."""
-    if config.model.arch == "cnn":
-        return CNN(config.model, model.input_shape, model.n_out, state=state)
-    return MLP(config.model, model.n_in, model.n_out, state=state)
-
-
 def restore_group(fit, state: dict) -> None:
     """Load a :func:`group_state` of the same group into ``fit``.
 
@@ -61,7 +53,7 @@ def restore_group(fit, state: dict) -> None:
     if state["keys"] != [c.key() for c in model.configs]:
         raise ValueError("it belongs to another group of configs")
     dev = model.device
-    outcome = [{**out, "model": _member_model(model, c, out["model"]).to(dev)}
+    outcome = [{**out, "model": model.member_model(c, out["model"]).to(dev)}
                if out.get("model") is not None else out
                for c, out in zip(model.configs, state["outcome"], strict=True)]
     epoch, previous = int(state["epoch"]), list(state["previous"])

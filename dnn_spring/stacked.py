@@ -30,7 +30,7 @@ from .member_ops import MemberLeakyReLU, MemberLinear, member_batchnorm, member_
 from .models import MLP, init_mlp_parameters
 from .optim import BatchedOptimizer
 
-__all__ = ["StackedMLP", "FlatParams"]
+__all__ = ["StackedMembers", "StackedMLP", "FlatParams"]
 
 _BN_MOMENTUM, _BN_EPS = 0.1, 1e-5
 
@@ -85,7 +85,151 @@ class FlatParams:
         self.flat = self.flat.index_select(0, index)
 
 
-class StackedMLP:
+_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+class StackedMembers:
+    """What every stacked network shares: the members' parameters in one flat
+    buffer, their BatchNorm statistics, random-stream keys and optimiser; one
+    training step; retiring members; the group's state for a checkpoint.
+
+    A subclass calls :meth:`_stack` with the members' initial state dicts and
+    defines ``losses(x, y)``, ``_set_members(ids)`` (per-member settings for
+    the rows :attr:`row_ids`, then :meth:`_views`) and
+    ``member_model(config, state)``.  With ``PHANTOM``, a lone member is
+    stacked twice (see :attr:`row_ids`).
+    """
+
+    PHANTOM = False
+
+    def _stack(self, configs: list, states: list, device: torch.device) -> None:
+        self.configs, self.device = list(configs), device
+        names = list(states[0])
+        self.buffer_names = [k for k in names if k.rsplit(".", 1)[-1] in _BUFFERS]
+        self.param_names = [k for k in names if k not in self.buffer_names]
+        self.weights = FlatParams(states, self.param_names, device)
+        self.buffers = {k: torch.stack([s[k] for s in states]).to(device)
+                        for k in self.buffer_names}
+        self.keys = streams.member_keys([c.seed for c in configs], device)
+        self.ids = list(range(len(configs)))
+        self._select_rows(self.ids)
+        self._set_members(self.ids)
+        self.opt = self.new_optimizer()
+
+    def _rows(self, positions: list) -> list:
+        return positions + positions[:1] if self.PHANTOM and len(positions) == 1 else positions
+
+    @property
+    def row_ids(self) -> list:
+        """The config index of each row of the stacked tensors.
+
+        With ``PHANTOM`` a lone member is stacked twice (a phantom copy that
+        computes the same numbers and is never read), so a group of one runs
+        the very operators of any other group: the same kernels, and the
+        same count.
+        """
+        return self._rows(list(self.ids))
+
+    def _select_rows(self, positions: list) -> None:
+        """Keep the stacked rows at ``positions`` (with ``PHANTOM``, a lone one twice)."""
+        rows = self._rows(positions)
+        if rows == list(range(self.weights.flat.shape[0])):
+            return
+        index = torch.tensor(rows, device=self.device)
+        self.weights.keep(index)
+        self.buffers = {k: t.index_select(0, index) for k, t in self.buffers.items()}
+        self.keys = {k: t.index_select(0, index) for k, t in self.keys.items()}
+
+    def _views(self) -> None:
+        """The (N, ...) parameter and gradient views of the flat buffers."""
+        self.params = {k: v.requires_grad_()
+                       for k, v in self.weights.views(self.weights.flat).items()}
+        self.grad_flat = torch.zeros_like(self.weights.flat)
+        self.grad_views = self.weights.views(self.grad_flat)
+
+    def new_optimizer(self) -> BatchedOptimizer:
+        """A fresh optimiser over the active members."""
+        active = [self.configs[i].train for i in self.row_ids]
+        return BatchedOptimizer(
+            active[0].optimizer, [self.weights.flat], [t.lr for t in active],
+            temperatures=[t.temperature for t in active], weight_decay=active[0].weight_decay,
+            keys=self.keys["langevin"])
+
+    def step(self, x: Tensor, y: Tensor) -> Tensor:
+        """One optimiser step on a batch (inputs x, labels y (N, B)); each member's mean loss (N,)."""
+        losses = self.losses(x, y)
+        batch = y.shape[1]
+        names = self.param_names
+        grads = torch.autograd.grad(losses, [self.params[k] for k in names],
+                                    grad_outputs=torch.full_like(losses, 1.0 / batch))
+        for k, g in zip(names, grads):
+            self.grad_views[k].copy_(g)
+        self.opt.step([self.grad_flat])
+        losses = losses.detach()
+        return (member_sum(losses.unsqueeze(1)) / batch).view(-1)
+
+    # ----------------------------------------------------------- members
+    def export(self, pos: int):
+        """Member at stack position ``pos`` as its own network (:meth:`member_model`) on the device."""
+        state = self.weights.member_state(pos)
+        state.update({k: t[pos].clone() for k, t in self.buffers.items()})
+        return self.member_model(self.configs[self.ids[pos]], state)
+
+    def finite(self) -> Tensor:
+        """Per stacked row: are all its parameters finite? (rows,) bool, on the device."""
+        return torch.isfinite(self.weights.flat).all(1)
+
+    def keep(self, positions: list) -> None:
+        """Keep only the members at stack ``positions`` (the others are dropped)."""
+        if not positions:
+            self.ids = []
+            return
+        self._select_rows(positions)
+        self._set_members([self.ids[i] for i in positions])
+        self.opt.keep([self.weights.flat], self._rows(positions))
+
+    # ----------------------------------------------------------- state
+    def state(self) -> dict:
+        """The active members' parameters, statistics and optimiser, on the CPU."""
+        n = len(self.ids)
+        cpu = lambda t: t[:n].detach().cpu()  # noqa: E731  (a phantom row is not saved)
+        return {"ids": list(self.ids), "flat": cpu(self.weights.flat),
+                "buffers": {k: cpu(t) for k, t in self.buffers.items()},
+                "opt_t": self.opt.t, "opt_state": [[cpu(t) for t in g] for g in self.opt.state]}
+
+    def load_state(self, state: dict) -> None:
+        """Go on from a :meth:`state` of this same group.
+
+        Everything is read and checked before the first change, so a state
+        that does not fit raises ValueError and leaves the model as it was.
+        """
+        ids, dev = [int(i) for i in state["ids"]], self.device
+        flat = state["flat"]
+        if flat.shape != (len(ids), self.weights.flat.shape[1]) or flat.dtype != torch.float32:
+            raise ValueError(f"its parameters have shape {tuple(flat.shape)}")
+        buffers = {k: state["buffers"][k].to(dev) for k in self.buffers}
+        opt_state = [[t.to(dev) for t in g] for g in state["opt_state"]]
+        opt_t = int(state["opt_t"])
+        if len(set(ids)) != len(ids) or not all(0 <= i < len(self.configs) for i in ids):
+            raise ValueError(f"its member ids {ids} are not members of this group")
+        if any(t.shape != flat.shape for g in opt_state for t in g):
+            raise ValueError("its optimiser state does not fit its parameters")
+        index = torch.tensor(ids, device=dev)
+        keys = {k: t.index_select(0, index) for k, t in
+                streams.member_keys([c.seed for c in self.configs], dev).items()}
+        rows = self._rows(list(range(len(ids))))
+        # commit
+        self.weights.flat = flat.to(dev)
+        self.keys = keys
+        self.buffers = buffers
+        self._select_rows(list(range(len(ids))))
+        self._set_members(ids)
+        self.opt = self.new_optimizer()
+        self.opt.state = [[t[rows] for t in g] for g in opt_state]
+        self.opt.set_steps(opt_t)
+
+
+class StackedMLP(StackedMembers):
     """The MLPs of ``configs`` (one :func:`~dnn_spring.grouping.group_key`) as one network.
 
     Attributes
@@ -105,46 +249,16 @@ class StackedMLP:
         Over the flat buffer, one learning rate per active member.
     """
 
+    PHANTOM = True
+
     def __init__(self, configs: list, n_in: int, n_out: int, device: torch.device):
-        self.configs, self.device = list(configs), device
         self.n_in, self.n_out = int(n_in), int(n_out)
         c0 = configs[0]
         self.hidden, self.bn = c0.model.depth - 1, c0.model.batchnorm
         states = [init_mlp_parameters(c.model, self.n_in, self.n_out,
                                       generator=streams.init_generator(c.seed))
                   for c in configs]
-        names = list(states[0])
-        self.buffer_names = [k for k in names if k.rsplit(".", 1)[-1] in
-                             ("running_mean", "running_var", "num_batches_tracked")]
-        self.param_names = [k for k in names if k not in self.buffer_names]
-        self.weights = FlatParams(states, self.param_names, device)
-        self.buffers = {k: torch.stack([s[k] for s in states]).to(device)
-                        for k in self.buffer_names}
-        self.keys = streams.member_keys([c.seed for c in configs], device)
-        self.ids = list(range(len(configs)))
-        self._select_rows(self.ids)
-        self._set_members(self.ids)
-        self.opt = self.new_optimizer()
-
-    @property
-    def row_ids(self) -> list:
-        """The config index of each row of the stacked tensors.
-
-        A lone member is stacked twice (a phantom copy that computes the
-        same numbers and is never read), so a group of one runs the very
-        operators of any other group: the same kernels, and the same count.
-        """
-        return self.ids + self.ids[:1] if len(self.ids) == 1 else list(self.ids)
-
-    def _select_rows(self, positions: list) -> None:
-        """Keep the stacked rows at ``positions`` (a lone one twice)."""
-        rows = positions + positions[:1] if len(positions) == 1 else positions
-        if rows == list(range(self.weights.flat.shape[0])):
-            return
-        index = torch.tensor(rows, device=self.device)
-        self.weights.keep(index)
-        self.buffers = {k: t.index_select(0, index) for k, t in self.buffers.items()}
-        self.keys = {k: t.index_select(0, index) for k, t in self.keys.items()}
+        self._stack(configs, states, device)
 
     def _set_members(self, ids: list) -> None:
         """Per-member settings and the parameter views for the members ``ids``."""
@@ -154,18 +268,7 @@ class StackedMLP:
         self.dropout = [c.model.dropout for c in cfg]
         self.dropout_t = torch.tensor(self.dropout, device=self.device)
         self.noise = [c.train.noise for c in cfg]
-        self.params = {k: v.requires_grad_()
-                       for k, v in self.weights.views(self.weights.flat).items()}
-        self.grad_flat = torch.zeros_like(self.weights.flat)
-        self.grad_views = self.weights.views(self.grad_flat)
-
-    def new_optimizer(self) -> BatchedOptimizer:
-        """A fresh optimiser over the active members."""
-        active = [self.configs[i].train for i in self.row_ids]
-        return BatchedOptimizer(
-            active[0].optimizer, [self.weights.flat], [t.lr for t in active],
-            temperatures=[t.temperature for t in active], weight_decay=active[0].weight_decay,
-            keys=self.keys["langevin"])
+        self._views()
 
     # ----------------------------------------------------------- forward
     def _batchnorm(self, x: Tensor, name: str) -> Tensor:
@@ -208,77 +311,6 @@ class StackedMLP:
         rows = logits.transpose(1, 2).reshape(-1, self.n_out)
         return F.cross_entropy(rows, y.reshape(-1), reduction="none").view(y.shape)
 
-    def step(self, x: Tensor, y: Tensor) -> Tensor:
-        """One optimiser step on a batch x (N, n_in, B), y (N, B); each member's mean loss (N,)."""
-        losses = self.losses(x, y)
-        batch = y.shape[1]
-        names = self.param_names
-        grads = torch.autograd.grad(losses, [self.params[k] for k in names],
-                                    grad_outputs=torch.full_like(losses, 1.0 / batch))
-        for k, g in zip(names, grads):
-            self.grad_views[k].copy_(g)
-        self.opt.step([self.grad_flat])
-        losses = losses.detach()
-        return (member_sum(losses.unsqueeze(1)) / batch).view(-1)
-
-    # ----------------------------------------------------------- members
-    def export(self, pos: int) -> MLP:
-        """Member at stack position ``pos`` as a :class:`~dnn_spring.models.MLP` on the device."""
-        state = self.weights.member_state(pos)
-        state.update({k: t[pos].clone() for k, t in self.buffers.items()})
-        return MLP(self.configs[self.ids[pos]].model, self.n_in, self.n_out, state=state)
-
-    def finite(self) -> Tensor:
-        """Per active member: are all its parameters finite? (N,) bool, on the device."""
-        return torch.isfinite(self.weights.flat).all(1)
-
-    def keep(self, positions: list) -> None:
-        """Keep only the members at stack ``positions`` (the others are dropped)."""
-        if not positions:
-            self.ids = []
-            return
-        self._select_rows(positions)
-        self._set_members([self.ids[i] for i in positions])
-        self.opt.keep([self.weights.flat], positions + positions[:1] if len(positions) == 1
-                      else positions)
-
-    # ----------------------------------------------------------- state
-    def state(self) -> dict:
-        """The active members' parameters, statistics, streams and optimiser, on the CPU."""
-        n = len(self.ids)
-        cpu = lambda t: t[:n].detach().cpu()  # noqa: E731  (the phantom row is not saved)
-        return {"ids": list(self.ids), "flat": cpu(self.weights.flat),
-                "buffers": {k: cpu(t) for k, t in self.buffers.items()},
-                "opt_t": self.opt.t, "opt_state": [[cpu(t) for t in g] for g in self.opt.state]}
-
-    def load_state(self, state: dict) -> None:
-        """Go on from a :meth:`state` of this same group.
-
-        Everything is read and checked before the first change, so a state
-        that does not fit raises ValueError and leaves the model as it was.
-        """
-        ids, dev = [int(i) for i in state["ids"]], self.device
-        flat = state["flat"]
-        if flat.shape != (len(ids), self.weights.flat.shape[1]) or flat.dtype != torch.float32:
-            raise ValueError(f"its parameters have shape {tuple(flat.shape)}")
-        buffers = {k: state["buffers"][k].to(dev) for k in self.buffers}
-        opt_state = [[t.to(dev) for t in g] for g in state["opt_state"]]
-        opt_t = int(state["opt_t"])
-        if len(set(ids)) != len(ids) or not all(0 <= i < len(self.configs) for i in ids):
-            raise ValueError(f"its member ids {ids} are not members of this group")
-        if any(t.shape != flat.shape for g in opt_state for t in g):
-            raise ValueError("its optimiser state does not fit its parameters")
-        index = torch.tensor(ids, device=dev)
-        keys = {k: t.index_select(0, index) for k, t in
-                streams.member_keys([c.seed for c in self.configs], dev).items()}
-        # commit
-        self.weights.flat = flat.to(dev)
-        self.keys = keys
-        self.buffers = buffers
-        self._select_rows(list(range(len(ids))))
-        self._set_members(ids)
-        self.opt = self.new_optimizer()
-        if len(ids) == 1:
-            opt_state = [[t[[0, 0]] for t in g] for g in opt_state]
-        self.opt.state = opt_state
-        self.opt.set_steps(opt_t)
+    def member_model(self, config, state: dict) -> MLP:
+        """An :class:`~dnn_spring.models.MLP` of ``config`` holding ``state`` (its device)."""
+        return MLP(config.model, self.n_in, self.n_out, state=state)

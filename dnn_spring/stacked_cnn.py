@@ -60,15 +60,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import streams
-from .member_ops import MemberLinear, member_sum
+from .member_ops import MemberLinear
 from .models import CNN, init_cnn_parameters
-from .optim import BatchedOptimizer
-from .stacked import FlatParams
+from .stacked import StackedMembers
 
 __all__ = ["StackedCNN", "ChannelLeakyReLU", "grouped_conv3x3"]
 
 _BN_MOMENTUM, _BN_EPS = 0.1, 1e-5
-_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 class ChannelLeakyReLU(torch.autograd.Function):
@@ -117,7 +115,7 @@ def grouped_conv3x3(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     return F.conv2d(x, _channels(weight), _channels(bias), padding=1, groups=weight.shape[0])
 
 
-class StackedCNN:
+class StackedCNN(StackedMembers):
     """The CNNs of ``configs`` (one :func:`~dnn_spring.grouping.group_key`) as one network.
 
     Attributes
@@ -141,7 +139,6 @@ class StackedCNN:
     """
 
     def __init__(self, configs: list, input_shape, n_out: int, device: torch.device):
-        self.configs, self.device = list(configs), device
         self.input_shape, self.n_out = tuple(int(s) for s in input_shape), int(n_out)
         c0 = configs[0].model
         self.blocks, self.channels, self.bn = c0.depth - 1, c0.channels, c0.batchnorm
@@ -149,15 +146,7 @@ class StackedCNN:
         states = [init_cnn_parameters(c.model, self.input_shape, self.n_out,
                                       generator=streams.init_generator(c.seed))
                   for c in configs]
-        names = list(states[0])
-        self.buffer_names = [k for k in names if k.rsplit(".", 1)[-1] in _BUFFERS]
-        self.param_names = [k for k in names if k not in self.buffer_names]
-        self.weights = FlatParams(states, self.param_names, device)
-        self.buffers = {k: torch.stack([s[k] for s in states]).to(device)
-                        for k in self.buffer_names}
-        self.keys = streams.member_keys([c.seed for c in configs], device)
-        self._set_members(list(range(len(configs))))
-        self.opt = self.new_optimizer()
+        self._stack(configs, states, device)
 
     def _set_members(self, ids: list) -> None:
         """Per-member settings and the parameter views for the members ``ids``."""
@@ -172,18 +161,7 @@ class StackedCNN:
         self.dropout = [c.model.dropout for c in cfg]
         self.dropout_t = torch.tensor(self.dropout, device=self.device)
         self.noise = [c.train.noise for c in cfg]
-        self.params = {k: v.requires_grad_()
-                       for k, v in self.weights.views(self.weights.flat).items()}
-        self.grad_flat = torch.zeros_like(self.weights.flat)
-        self.grad_views = self.weights.views(self.grad_flat)
-
-    def new_optimizer(self) -> BatchedOptimizer:
-        """A fresh optimiser over the active members."""
-        active = [self.configs[i].train for i in self.ids]
-        return BatchedOptimizer(
-            active[0].optimizer, [self.weights.flat], [t.lr for t in active],
-            temperatures=[t.temperature for t in active], weight_decay=active[0].weight_decay,
-            keys=self.keys["langevin"])
+        self._views()
 
     # ----------------------------------------------------------- forward
     def _batchnorm(self, x: Tensor, name: str) -> Tensor:
@@ -236,79 +214,7 @@ class StackedCNN:
             rows = logits.transpose(1, 2).reshape(-1, self.n_out)  # member by member
         return F.cross_entropy(rows, y.reshape(-1), reduction="none").view(y.shape)
 
-    def step(self, x: Tensor, y: Tensor) -> Tensor:
-        """One optimiser step on x (N, C, B, H, W), y (N, B); each member's mean loss (N,)."""
-        losses = self.losses(x, y)
-        batch = y.shape[1]
-        names = self.param_names
-        grads = torch.autograd.grad(losses, [self.params[k] for k in names],
-                                    grad_outputs=torch.full_like(losses, 1.0 / batch))
-        for k, g in zip(names, grads):
-            self.grad_views[k].copy_(g)
-        self.opt.step([self.grad_flat])
-        losses = losses.detach()
-        return (member_sum(losses.unsqueeze(1)) / batch).view(-1)
-
     # ----------------------------------------------------------- members
     def member_model(self, config, state: dict) -> CNN:
         """A :class:`~dnn_spring.models.CNN` of ``config`` holding ``state`` (its device)."""
         return CNN(config.model, self.input_shape, self.n_out, state=state)
-
-    def export(self, pos: int) -> CNN:
-        """Member at stack position ``pos`` as a :class:`~dnn_spring.models.CNN` on the device."""
-        state = self.weights.member_state(pos)
-        state.update({k: t[pos].clone() for k, t in self.buffers.items()})
-        return self.member_model(self.configs[self.ids[pos]], state)
-
-    def finite(self) -> Tensor:
-        """Per active member: are all its parameters finite? (N,) bool, on the device."""
-        return torch.isfinite(self.weights.flat).all(1)
-
-    def keep(self, positions: list) -> None:
-        """Keep only the members at stack ``positions`` (the others are dropped)."""
-        if not positions:
-            self.ids = []
-            return
-        index = torch.tensor(positions, device=self.device)
-        self.weights.keep(index)
-        self.buffers = {k: t.index_select(0, index) for k, t in self.buffers.items()}
-        self.keys = {k: t.index_select(0, index) for k, t in self.keys.items()}
-        self._set_members([self.ids[i] for i in positions])
-        self.opt.keep([self.weights.flat], positions)
-
-    # ----------------------------------------------------------- state
-    def state(self) -> dict:
-        """The active members' parameters, statistics and optimiser, on the CPU."""
-        cpu = lambda t: t.detach().cpu()  # noqa: E731
-        return {"ids": list(self.ids), "flat": cpu(self.weights.flat),
-                "buffers": {k: cpu(t) for k, t in self.buffers.items()},
-                "opt_t": self.opt.t, "opt_state": [[cpu(t) for t in g] for g in self.opt.state]}
-
-    def load_state(self, state: dict) -> None:
-        """Go on from a :meth:`state` of this same group.
-
-        Everything is read and checked before the first change, so a state
-        that does not fit raises ValueError and leaves the model as it was.
-        """
-        ids, dev = [int(i) for i in state["ids"]], self.device
-        flat = state["flat"]
-        if flat.shape != (len(ids), self.weights.flat.shape[1]) or flat.dtype != torch.float32:
-            raise ValueError(f"its parameters have shape {tuple(flat.shape)}")
-        buffers = {k: state["buffers"][k].to(dev) for k in self.buffers}
-        opt_state = [[t.to(dev) for t in g] for g in state["opt_state"]]
-        opt_t = int(state["opt_t"])
-        if len(set(ids)) != len(ids) or not all(0 <= i < len(self.configs) for i in ids):
-            raise ValueError(f"its member ids {ids} are not members of this group")
-        if any(t.shape != flat.shape for g in opt_state for t in g):
-            raise ValueError("its optimiser state does not fit its parameters")
-        index = torch.tensor(ids, device=dev)
-        keys = {k: t.index_select(0, index) for k, t in
-                streams.member_keys([c.seed for c in self.configs], dev).items()}
-        # commit
-        self.weights.flat = flat.to(dev)
-        self.keys = keys
-        self.buffers = buffers
-        self._set_members(ids)
-        self.opt = self.new_optimizer()
-        self.opt.state = opt_state
-        self.opt.set_steps(opt_t)

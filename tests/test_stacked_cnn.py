@@ -6,7 +6,6 @@ from collections import Counter
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.profiler import ProfilerActivity, profile
 
 from dnn_spring import streams
 from dnn_spring.batched import GroupFit, train_group
@@ -15,6 +14,8 @@ from dnn_spring.data import load_dataset
 from dnn_spring.grouping import group_key, max_group_size
 from dnn_spring.models import CNN
 from dnn_spring.train import train_run
+
+import launches  # tests/launches.py: operator and host-read counts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -182,23 +183,6 @@ def test_members_follow_their_single_runs_step_by_step_with_adam():
 
 # ------------------------------------------------------------------ launch profile
 
-SYNCS = ("aten::_local_scalar_dense", "aten::item")
-
-
-def _events(fn) -> list:
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        fn()
-    return [e for e in prof.events() if e.name.startswith("aten::")]
-
-
-def _inside(e, name):
-    while e is not None:
-        if e.name == name:
-            return True
-        e = e.cpu_parent
-    return False
-
-
 def _noisy(n: int) -> list:
     return [BASE.replace(seed=i, slope=i / 8, noise=0.2, dropout=0.1)
             for i in range(n)]
@@ -213,7 +197,7 @@ def test_operators_per_step_do_not_grow_with_the_group():
         xb, yb = xe[:, :, :16].contiguous(), ye[:, :16]
         fit.model.step(xb, yb)
         # zero_ runs aten::fill_ or not, by the tensor's size
-        counts[n] = Counter(e.name for e in _events(lambda: fit.model.step(xb, yb))
+        counts[n] = Counter(e.name for e in launches.events(lambda: fit.model.step(xb, yb))
                             if e.name != "aten::fill_")
     assert counts[2] == counts[8], (counts[8] - counts[2], counts[2] - counts[8])
     # a lone member's head is one F.linear instead of member_bmm's copies
@@ -227,17 +211,8 @@ def test_no_host_sync_inside_an_epoch(monkeypatch):
     xe, ye = fit.epoch_data()
     fit.model.step(xe[:, :, :10].contiguous(), ye[:, :10])  # warm-up
     fit.epoch = 2
-    reads = Counter()
-    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
-        original = getattr(torch.Tensor, name)
-
-        def counted(self, *a, _name=name, _original=original, **k):
-            reads[_name] += 1
-            return _original(self, *a, **k)
-        monkeypatch.setattr(torch.Tensor, name, counted)
-    events = _events(lambda: fit.read_epoch(fit.run_epoch()))
-    monkeypatch.undo()
-    syncs = [e for e in events if e.name in SYNCS and not _inside(e, "aten::_fused_adam_")]
+    events, reads = launches.epoch_reads(fit, monkeypatch)
+    syncs = launches.syncs_outside_fused_adam(events)
     assert not syncs  # the fused Adam's CPU kernel reads its CPU step count; nothing else
     assert sum(1 for e in events if e.name == "aten::_fused_adam_") == 4  # 200 / 64 steps
     assert dict(reads) == {"tolist": 1}  # one read of losses and finite flags per epoch

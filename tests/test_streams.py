@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
-from torch.profiler import ProfilerActivity, profile
 
 from dnn_spring import streams
 from dnn_spring.batched import GroupFit
 from dnn_spring.config import RunConfig
 from dnn_spring.data import load_dataset
+
+import launches  # tests/launches.py: operator and host-read counts
 
 MASK = (1 << 64) - 1
 
@@ -109,28 +110,11 @@ def test_epoch_samples_noise_rule():
 
 TINY = RunConfig().replace(dataset="gaussian", n_train=200, depth=4, width=16, batch_size=10,
                            epochs=2, noise=0.2, dropout=0.1, stop_loss=0.0, stop_delta=0.0)
-SYNCS = ("aten::_local_scalar_dense", "aten::item")
-
-
 def _fit(n: int, **kw) -> GroupFit:
     configs = [TINY.replace(seed=i, slope=i / max(n - 1, 1), **kw) for i in range(n)]
     fit = GroupFit(configs, load_dataset(TINY.data, flatten=True), torch.device("cpu"))
     fit.epoch = 1
     return fit
-
-
-def _events(fn) -> list:
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        fn()
-    return [e for e in prof.events() if e.name.startswith("aten::")]
-
-
-def _inside(e, name):
-    while e is not None:
-        if e.name == name:
-            return True
-        e = e.cpu_parent
-    return False
 
 
 @pytest.mark.parametrize("batch_size", [10, 0])
@@ -142,8 +126,8 @@ def test_operators_per_step_do_not_grow_with_the_group(batch_size):
         b = xe.shape[2] if batch_size == 0 else batch_size
         xb, yb = xe[:, :, :b].contiguous(), ye[:, :b]
         fit.model.step(xb, yb)
-        counts[n] = Counter(e.name for e in _events(lambda: fit.model.step(xb, yb)))
-        counts[n, "data"] = len(_events(fit.epoch_data))
+        counts[n] = Counter(e.name for e in launches.events(lambda: fit.model.step(xb, yb)))
+        counts[n, "data"] = len(launches.events(fit.epoch_data))
     for n in (2, 9):
         total = sum(counts[n].values()) - sum(counts[1].values())
         assert abs(total) <= 20, (n, counts[n] - counts[1], counts[1] - counts[n])
@@ -154,17 +138,8 @@ def test_no_host_sync_inside_an_epoch(monkeypatch):
     fit = _fit(3)
     fit.model.step(*[t[..., :10].contiguous() for t in fit.epoch_data()])
     fit.epoch = 2
-    reads = Counter()
-    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
-        original = getattr(torch.Tensor, name)
-
-        def counted(self, *a, _name=name, _original=original, **k):
-            reads[_name] += 1
-            return _original(self, *a, **k)
-        monkeypatch.setattr(torch.Tensor, name, counted)
-    events = _events(lambda: fit.read_epoch(fit.run_epoch()))
-    monkeypatch.undo()
-    syncs = [e for e in events if e.name in SYNCS and not _inside(e, "aten::_fused_adam_")]
+    events, reads = launches.epoch_reads(fit, monkeypatch)
+    syncs = launches.syncs_outside_fused_adam(events)
     assert not syncs  # the fused Adam's CPU kernel reads its CPU step count; nothing else
     assert sum(1 for e in events if e.name == "aten::_fused_adam_") == 20  # 200 / 10 steps
     assert dict(reads) == {"tolist": 1}  # one read of losses and finite flags per epoch

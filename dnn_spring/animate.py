@@ -49,11 +49,19 @@ def setting_config(setting: str, *, epochs: int = 100, seed: int = 0) -> RunConf
                                **SETTINGS[setting])
 
 
-def fitted_chain(record: dict, *, seed: int = 0) -> FirstOrderConfig:
-    """The symmetric-friction chain fitted to ``record``'s final load curve."""
-    fit = fit_spring_block(record, seed=seed, asymmetry=1.0)
+def fitted_chain(record: dict, *, seed: int = 0, trajectory: bool = False) -> FirstOrderConfig:
+    """The symmetric-friction chain fitted to ``record``'s final load curve.
+
+    With ``trajectory``, the chain fitted to the record's whole trajectory
+    (:func:`~dnn_spring.spring.fit_spring_block_trajectory`), run for the
+    fitted share ``s`` of its horizon, so that its last step is the end of
+    training and each frame shows chain and network at matching times.
+    """
+    fit = fit_spring_block(record, seed=seed, asymmetry=1.0, trajectory=trajectory)
+    steps = {"n_steps": max(1, int(round(fit.scale * FirstOrderConfig.n_steps)))} \
+        if trajectory else {}
     return FirstOrderConfig(n_blocks=fit.n_blocks, mu_right=fit.mu_right, mu_left=fit.mu_left,
-                            noise=fit.noise)
+                            noise=fit.noise, **steps)
 
 
 def _scaled(curve, final) -> np.ndarray:

@@ -23,7 +23,7 @@ from dnn_spring.records import load_table
 from dnn_spring.spring.plots import depth_colors, plot_chain_trajectories
 
 __all__ = ["load_trajectory_records", "pick_lazy_active", "plot_spring_trajectories", "fit_sweep",
-           "analogy_correlations", "plot_fit_maps", "FIT_COLUMNS"]
+           "cell_trajectory", "analogy_correlations", "plot_fit_maps", "FIT_COLUMNS"]
 
 
 def _json_records(path: Path) -> list:
@@ -159,9 +159,51 @@ def plot_spring_trajectories(lazy, active, dnn_records=None):
 FIT_COLUMNS = ("chain_mu_right", "chain_asymmetry", "chain_noise", "fit_residual")
 
 
+def cell_trajectory(runs) -> "tuple | None":
+    """``(epochs, mean curves (T, L + 1))`` of a cell's ok runs, logits dropped.
+
+    A run that stopped early keeps its last recorded curve for the later
+    epochs (a stopped network no longer changes).  None when no ok run
+    carries a trajectory of at least 2 curves.
+    """
+    trajectories = []
+    for record in runs:
+        if record.get("status") != "ok":
+            continue
+        points = [p for p in _points(record.get("trajectory"))
+                  if p["log_d"] and all(np.isfinite(v) for v in p["log_d"])]
+        if len(points) >= 2:
+            trajectories.append({p["epoch"]: p["log_d"][:-1] for p in points})
+    if not trajectories:
+        return None
+    lengths = {len(c) for t in trajectories for c in t.values()}
+    if len(lengths) > 1:
+        return None
+    epochs = sorted({e for t in trajectories for e in t})
+    stack = []
+    for t in trajectories:
+        last, filled = None, []
+        for e in epochs:
+            last = t.get(e, last)
+            filled.append(last)
+        if filled[0] is None:  # started later than the others: not comparable
+            continue
+        stack.append(filled)
+    if not stack:
+        return None
+    return np.asarray(epochs, dtype=np.float64), np.asarray(stack, dtype=np.float64).mean(0)
+
+
+def _falls(curves) -> bool:
+    """Whether the separation gained since the first curve grows from input to last point."""
+    gained = curves[-1] - curves[0]
+    return bool(np.isfinite(gained).all() and gained[0] > gained[-1])
+
+
 def fit_sweep(table, *, axis=None, order: int = 1, seed: int = 0, n_seeds: int = 4,
-              asymmetry=None, progress: bool = False):
-    """Fit a chain to the mean load curve of every cell of a collected sweep.
+              asymmetry=None, progress: bool = False, trajectory: bool = False,
+              scale="sweep"):
+    """Fit a chain to the mean load curve (or trajectory) of every cell of a collected sweep.
 
     Parameters
     ----------
@@ -173,6 +215,15 @@ def fit_sweep(table, *, axis=None, order: int = 1, seed: int = 0, n_seeds: int =
         See :func:`~dnn_spring.spring.fit_spring_block`.
     progress : bool, default=False
         A tqdm bar over cells.
+    trajectory : bool, default=False
+        Fit each cell's seed-mean trajectory (runs trained with
+        ``curve_every > 0``) with
+        :func:`~dnn_spring.spring.fit_spring_block_trajectory` instead of its
+        final curve.
+    scale : "sweep", "fit" or float, default="sweep"
+        With ``trajectory``: one clock for the whole sweep
+        (:func:`~dnn_spring.spring.sweep_scale`), a clock per cell ("fit"), or
+        this value.
 
     Returns
     -------
@@ -180,59 +231,96 @@ def fit_sweep(table, *, axis=None, order: int = 1, seed: int = 0, n_seeds: int =
         ``slope``, the axis, ``n`` (runs averaged), ``test_acc``, ``regime``
         of the mean curve, then :data:`FIT_COLUMNS` and each parameter's
         ``*_low``, ``*_high`` and ``*_identified`` (a cell whose curve cannot
-        be fitted has NaN there).
+        be fitted has NaN there).  With ``trajectory`` also ``chain_scale``,
+        ``fit_final_residual`` and the ``scale_*`` columns.
     """
     import pandas as pd
     from tqdm.auto import tqdm
 
     from dnn_spring.plots import cell_table, infer_axis
     from dnn_spring.spring.fit import PARAMETERS, fit_spring_block
+    from dnn_spring.spring.fit_trajectory import fit_spring_block_trajectory, sweep_scale
 
     axis = infer_axis(table) if axis is None else axis
     cells = cell_table(table, axis=axis)
+    paths = {}
+    if trajectory:
+        for (slope, value), runs in table.groupby(["slope", axis], sort=False):
+            paths[(slope, value)] = cell_trajectory(runs.to_dict("records"))
+        usable = [p for p in paths.values() if p is not None and _falls(p[1])]
+        if not usable:
+            raise ValueError("no cell has a trajectory to fit: train the sweep with "
+                             "`--set curve_every=K` (K > 0)")
+        if scale == "sweep":
+            scale = sweep_scale(usable, order=order, seed=seed, n_seeds=n_seeds,
+                                asymmetry=asymmetry)[0]
+    names = (*PARAMETERS, "scale") if trajectory else PARAMETERS
     rows = []
     for _, cell in tqdm(cells.iterrows(), total=len(cells), disable=not progress, desc="fit"):
         row = {"slope": cell["slope"], axis: cell[axis], "n": cell["n"],
                "test_acc": cell["test_acc"], "regime": cell["regime"],
                **dict.fromkeys(FIT_COLUMNS, np.nan)}
         try:
-            fit = fit_spring_block(np.asarray(cell["curve"], dtype=float), order=order,
-                                   seed=seed, n_seeds=n_seeds, asymmetry=asymmetry)
+            if trajectory:
+                path = paths.get((cell["slope"], cell[axis]))
+                if path is None:
+                    raise ValueError("no trajectory")
+                fit = fit_spring_block_trajectory(path[1], times=path[0], order=order,
+                                                  seed=seed, n_seeds=n_seeds,
+                                                  asymmetry=asymmetry, scale=scale)
+                row.update(chain_scale=fit.scale, fit_final_residual=fit.final_residual)
+            else:
+                fit = fit_spring_block(np.asarray(cell["curve"], dtype=float), order=order,
+                                       seed=seed, n_seeds=n_seeds, asymmetry=asymmetry)
         except (ValueError, TypeError):  # no ok run, or a curve without a shape
             rows.append(row)
             continue
         row.update(chain_mu_right=fit.mu_right, chain_asymmetry=fit.asymmetry,
                    chain_noise=fit.noise, fit_residual=fit.residual)
-        for name in PARAMETERS:
+        for name in names:
             row[f"{name}_low"], row[f"{name}_high"] = fit.uncertainty[name]
             row[f"{name}_identified"] = fit.identified[name]
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def analogy_correlations(fits, axis: str) -> dict:
+def analogy_correlations(fits, axis: str, *, n_resamples: int = 2000, seed: int = 0) -> dict:
     """Spearman rank correlations that test the analogy on :func:`fit_sweep` output.
 
     ``friction``: fitted μ→ against the nonlinearity 1 − α; ``shaking``:
     fitted chain noise against the network's noise (the axis value; for
     ``batch_size`` its inverse, as a smaller batch is noisier).  Each is
-    ``{"rho": ..., "p": ..., "n": cells}``; the analogy predicts rho > 0.
-    Every fitted cell counts, identified or not.
+    ``{"rho", "p", "n", "low", "high", "identified"}``: ``low``–``high`` is
+    the 95 % percentile bootstrap interval of rho over cells (scipy's
+    ``bootstrap``, ``n_resamples``, seeded), ``identified`` the share of
+    fitted cells whose parameter is identified.  The analogy predicts
+    rho > 0.  Every fitted cell counts, identified or not.
     """
-    from scipy.stats import spearmanr
+    from scipy.stats import bootstrap, spearmanr
 
     ok = fits.dropna(subset=["chain_mu_right"])
     # a smaller batch is noisier; batch_size 0 is full batch, the least noisy
     noisiness = ok[axis].map(lambda b: 0.0 if b == 0 else 1.0 / b) if axis == "batch_size" \
         else ok[axis]
     out = {}
-    for name, x, y in (("friction", 1.0 - ok["slope"], ok["chain_mu_right"]),
-                       ("shaking", noisiness, ok["chain_noise"])):
-        if len(ok) < 3 or x.nunique() < 2 or y.nunique() < 2:
-            out[name] = {"rho": float("nan"), "p": float("nan"), "n": int(len(ok))}
-            continue
-        rho, p = spearmanr(x, y)
-        out[name] = {"rho": float(rho), "p": float(p), "n": int(len(ok))}
+    for name, flag, x, y in (("friction", "mu_right", 1.0 - ok["slope"], ok["chain_mu_right"]),
+                             ("shaking", "noise", noisiness, ok["chain_noise"])):
+        known = ok.get(f"{flag}_identified")
+        share = float(known.fillna(False).astype(bool).mean()) if known is not None and \
+            len(ok) else float("nan")
+        entry = {"rho": float("nan"), "p": float("nan"), "n": int(len(ok)),
+                 "low": float("nan"), "high": float("nan"), "identified": share}
+        if len(ok) >= 3 and x.nunique() >= 2 and y.nunique() >= 2:
+            rho, p = spearmanr(x, y)
+            entry.update(rho=float(rho), p=float(p))
+            with np.errstate(invalid="ignore"):
+                boot = bootstrap((x.to_numpy(float), y.to_numpy(float)),
+                                 lambda a, b: spearmanr(a, b)[0], paired=True,
+                                 vectorized=False, n_resamples=n_resamples, method="percentile",
+                                 rng=np.random.default_rng(seed))
+            entry.update(low=float(boot.confidence_interval.low),
+                         high=float(boot.confidence_interval.high))
+        out[name] = entry
     return out
 
 

@@ -88,6 +88,8 @@ def test_inputs_records_frames_arrays_and_errors():
     with pytest.raises(ValueError, match="must fall from its first to its last"):
         fit_spring_block([0.0, 0.5, 1.0])
     with pytest.raises(ValueError, match="one curve"):
+        fit_spring_block(np.ones((2, 5)), trajectory=False)
+    with pytest.raises(ValueError, match="different first and last"):  # 2-D: a trajectory
         fit_spring_block(np.ones((2, 5)))
     # a frame's logits row is found by `is_logits`, a record's log_d may be an array
     frame["is_logits"] = [False] * (L + 1) + [True]

@@ -6,6 +6,8 @@
   SDE with kinetic friction (:class:`LangevinConfig`), backends
   :data:`BACKENDS` (``"numpy"``, ``"torch"``, ``"sdeint"``).
 * :func:`scan_phase_diagram` and the plots in :mod:`dnn_spring.spring.plots`.
+* :func:`fit_spring_block` — the chain fitted to a load curve's shape, or
+  (:func:`fit_spring_block_trajectory`) to its whole course over training.
 
 The package knows nothing of networks: it imports no training, data or
 run-record module.  Chains beside networks are :mod:`dnn_spring.compare`.
@@ -46,11 +48,21 @@ from dnn_spring.spring.plots import (
 )
 from dnn_spring.spring.result import ChainBatchResult, ChainResult, chain_curve, evenness
 from dnn_spring.spring.fit import SpringBlockFit, fit_spring_block, normalise_curve
+from dnn_spring.spring.fit_trajectory import (
+    TrajectoryFit,
+    as_trajectory,
+    fit_spring_block_trajectory,
+    sweep_scale,
+)
 
 __all__ = [
     "fit_spring_block",
     "SpringBlockFit",
     "normalise_curve",
+    "fit_spring_block_trajectory",
+    "TrajectoryFit",
+    "as_trajectory",
+    "sweep_scale",
     "NOISE_MODES",
     "BACKENDS",
     "SDEINT_METHODS",

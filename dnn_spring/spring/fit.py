@@ -253,10 +253,23 @@ def _intervals(points, accepted, order, asymmetry) -> tuple:
     return uncertainty, identified
 
 
+def _is_trajectory(curve, trajectory) -> bool:
+    if trajectory is not None:
+        return bool(trajectory)
+    if hasattr(curve, "columns"):  # a tracker's history has one row per measurement and point
+        return "measurement" in curve.columns
+    return not isinstance(curve, dict) and np.ndim(curve) == 2
+
+
 def fit_spring_block(curve, *, order: int = 1, seed: int = 0, n_seeds: int = 4,
-                     n_steps: "int | None" = None,
-                     asymmetry: "float | None" = None) -> SpringBlockFit:
+                     n_steps: "int | None" = None, asymmetry: "float | None" = None,
+                     trajectory: "bool | None" = None, times=None, scale="fit"):
     """Fit the chain's friction pair and noise to a measured load curve's shape.
+
+    Given a trajectory (a 2-D array, a tracker's history, or a record with
+    ``trajectory=True``) it fits the whole course of training instead:
+    :func:`~dnn_spring.spring.fit_spring_block_trajectory`, which returns a
+    :class:`~dnn_spring.spring.TrajectoryFit`.
 
     Parameters
     ----------
@@ -280,10 +293,17 @@ def fit_spring_block(curve, *, order: int = 1, seed: int = 0, n_seeds: int = 4,
     asymmetry : float, optional
         Hold μ←/μ→ at this value and fit μ→ and ε̄ only (e.g. 1.0 for
         symmetric friction); default: fit it too, over [0.25, 4].
+    trajectory : bool, optional
+        Fit the load curves over training.  Default: yes for a 2-D array
+        (one row per time) or a tracker's ``history`` frame, no for a record
+        (True fits its ``trajectory``) or a 1-D curve.
+    times, scale
+        For a trajectory only: see
+        :func:`~dnn_spring.spring.fit_spring_block_trajectory`.
 
     Returns
     -------
-    SpringBlockFit
+    SpringBlockFit, or TrajectoryFit for a trajectory
 
     Raises
     ------
@@ -291,6 +311,12 @@ def fit_spring_block(curve, *, order: int = 1, seed: int = 0, n_seeds: int = 4,
         A curve with fewer than 3 points, non-finite values or equal ends;
         a bad ``order``, ``n_seeds`` or ``n_steps``.
     """
+    if _is_trajectory(curve, trajectory):
+        from dnn_spring.spring.fit_trajectory import fit_spring_block_trajectory
+
+        return fit_spring_block_trajectory(curve, times=times, order=order, seed=seed,
+                                           n_seeds=n_seeds, n_steps=n_steps,
+                                           asymmetry=asymmetry, scale=scale)
     check_choice("order", order, (1, 2))
     check_range("n_seeds", n_seeds, 1)
     if asymmetry is not None:

@@ -147,3 +147,49 @@ def test_times_that_do_not_increase_or_a_rising_curve_are_refused():
         fit_spring_block_trajectory(-curves, times=EPOCHS)
     with pytest.raises(ValueError, match="scale"):
         fit_spring_block_trajectory(curves, times=EPOCHS, scale=2.0)
+
+
+def _trajectory_sweep():
+    """A fake trajectory sweep: friction grows with 1 − α, chain noise with the data noise."""
+    rows = []
+    for slope, mu in ((0.0, 0.4), (0.5, 0.1), (1.0, 0.02)):
+        for noise, eps in ((0.0, 0.02), (0.3, 0.1), (0.6, 0.4)):
+            record = record_with(chain_made(mu, eps, 0.2, seeds=range(100, 108)))
+            for seed in (1, 2):
+                rows.append({"slope": slope, "noise": noise, "seed": seed, "test_acc": 0.9,
+                             **record, "trajectory": json.dumps(record["trajectory"])})
+    return pd.DataFrame(rows)
+
+
+def test_a_sweep_fitted_on_its_trajectories_and_its_command(tmp_path, monkeypatch, capsys):
+    from dnn_spring.cli import main
+    from dnn_spring.compare import analogy_correlations, fit_sweep
+    from dnn_spring.records import save_table
+
+    table = _trajectory_sweep()
+    fits = fit_sweep(table, asymmetry=1.0, n_seeds=4, trajectory=True)
+    assert len(fits) == 9 and fits["chain_mu_right"].notna().all()
+    assert fits["chain_scale"].nunique() == 1  # one clock for the sweep
+    assert fits["chain_scale"].iloc[0] == pytest.approx(0.2, rel=0.15)
+    corr = analogy_correlations(fits, "noise")
+    assert corr["friction"]["rho"] > 0.6 and corr["shaking"]["rho"] > 0, corr
+    for key in ("friction", "shaking"):
+        assert corr[key]["low"] <= corr[key]["rho"] <= corr[key]["high"]
+        assert 0.0 <= corr[key]["identified"] <= 1.0
+    # a low-friction chain's noise is loosely bounded, but the truth stays inside
+    truth = fits["noise"].map({0.0: 0.02, 0.3: 0.1, 0.6: 0.4})
+    assert ((fits["noise_low"] <= truth) & (truth <= fits["noise_high"])).sum() >= 7
+    # the command line: the trajectory fits, free and symmetric, do not overwrite each other
+    save_table(table, tmp_path / "fake.parquet")
+    monkeypatch.chdir(tmp_path)
+    for extra in (["--asymmetry", "1"], ["--seeds", "2"]):
+        assert main(["fit", "fake.parquet", "--trajectory", "--no-progress", *extra]) == 0
+    out = capsys.readouterr().out
+    assert "[95%" in out and "time scale" in out
+    for name in ("fit_fake_trajectory_symmetric", "fit_fake_trajectory"):
+        summary = json.loads((tmp_path / "results" / f"{name}.json").read_text())
+        assert summary["trajectory"] is True and summary["fitted"] == 9
+        assert (tmp_path / "figs" / f"{name}.png").stat().st_size > 0
+    assert json.loads((tmp_path / "results" / "fit_fake_trajectory_symmetric.json").read_text()
+                      )["asymmetry"] == 1.0
+    assert main(["fit", "fake.parquet", "--trajectory", "--scale", "2"]) == 2

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -308,8 +309,10 @@ def _score(x, times, fractions, target, scales) -> tuple:
     residual = np.where(np.isfinite(residual), residual, np.inf)
     if x.shape[1] > 1:
         each = _normalised_chain(np.moveaxis(x, 1, 0), times, fractions, scales)
-        sem = np.nanstd(each, axis=0) / (x.shape[1] - 1) ** 0.5
-        sem = np.sqrt(np.nanmean(sem[used] ** 2, axis=(-2, -1)))
+        with warnings.catch_warnings():  # a chain that never moved has no curve: NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            sem = np.nanstd(each, axis=0) / (x.shape[1] - 1) ** 0.5
+            sem = np.sqrt(np.nanmean(sem[used] ** 2, axis=(-2, -1)))
     else:
         sem = np.zeros_like(residual)
     return residual, sem, mean

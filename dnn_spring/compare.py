@@ -291,12 +291,13 @@ def analogy_correlations(fits, axis: str, *, n_resamples: int = 2000, seed: int 
     fitted chain noise against the network's noise (the axis value; for
     ``batch_size`` its inverse, as a smaller batch is noisier).  Each is
     ``{"rho", "p", "n", "low", "high", "identified"}``: ``low``–``high`` is
-    the 95 % percentile bootstrap interval of rho over cells (scipy's
-    ``bootstrap``, ``n_resamples``, seeded), ``identified`` the share of
+    the 95 % percentile bootstrap interval of rho over cells (``n_resamples``
+    resamples of the cells, seeded; a resample whose x or y is constant has
+    no rho and is left out), ``identified`` the share of
     fitted cells whose parameter is identified.  The analogy predicts
     rho > 0.  Every fitted cell counts, identified or not.
     """
-    from scipy.stats import bootstrap, spearmanr
+    from scipy.stats import spearmanr
 
     ok = fits.dropna(subset=["chain_mu_right"])
     # a smaller batch is noisier; batch_size 0 is full batch, the least noisy
@@ -313,15 +314,25 @@ def analogy_correlations(fits, axis: str, *, n_resamples: int = 2000, seed: int 
         if len(ok) >= 3 and x.nunique() >= 2 and y.nunique() >= 2:
             rho, p = spearmanr(x, y)
             entry.update(rho=float(rho), p=float(p))
-            with np.errstate(invalid="ignore"):
-                boot = bootstrap((x.to_numpy(float), y.to_numpy(float)),
-                                 lambda a, b: spearmanr(a, b)[0], paired=True,
-                                 vectorized=False, n_resamples=n_resamples, method="percentile",
-                                 rng=np.random.default_rng(seed))
-            entry.update(low=float(boot.confidence_interval.low),
-                         high=float(boot.confidence_interval.high))
+            entry.update(zip(("low", "high"), _bootstrap_interval(
+                x.to_numpy(float), y.to_numpy(float), n_resamples, seed)))
         out[name] = entry
     return out
+
+
+def _bootstrap_interval(x, y, n_resamples: int, seed: int) -> tuple:
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(seed)
+    rhos = []
+    for _ in range(int(n_resamples)):
+        i = rng.integers(0, len(x), len(x))
+        if np.ptp(x[i]) > 0 and np.ptp(y[i]) > 0:
+            rhos.append(spearmanr(x[i], y[i])[0])
+    if not rhos:
+        return float("nan"), float("nan")
+    low, high = np.nanpercentile(rhos, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def plot_fit_maps(fits, axis: str, *, title: "str | None" = None):

@@ -193,3 +193,16 @@ def test_a_sweep_fitted_on_its_trajectories_and_its_command(tmp_path, monkeypatc
     assert json.loads((tmp_path / "results" / "fit_fake_trajectory_symmetric.json").read_text()
                       )["asymmetry"] == 1.0
     assert main(["fit", "fake.parquet", "--trajectory", "--scale", "2"]) == 2
+
+
+def test_animate_takes_the_trajectory_fits_chain(tmp_path):
+    from dnn_spring.animate import animate_chain_and_network, fitted_chain
+
+    record = record_with(chain_made(0.1, 0.1, 0.2, seeds=range(100, 108)))
+    fit = fit_spring_block_trajectory(record, asymmetry=1.0)
+    chain = fitted_chain(record, trajectory=True)
+    assert (chain.mu_right, chain.noise) == (fit.mu_right, fit.noise)
+    assert chain.n_steps == round(fit.scale * FirstOrderConfig().n_steps)  # ends with training
+    assert fitted_chain(record).n_steps == FirstOrderConfig().n_steps
+    out = animate_chain_and_network(chain, record, tmp_path / "run.gif", frames=3)
+    assert out.stat().st_size > 0

@@ -22,7 +22,8 @@ import pytest
 import torch
 
 from dnn_spring.batched import GroupFit, train_group
-from dnn_spring.config import RunConfig
+from dnn_spring.config import RunConfig, flat_field_names
+from dnn_spring.data import load_dataset
 from dnn_spring.train import train_run
 
 PINNED = json.loads((Path(__file__).parent / "data" / "pinned_records.json").read_text())
@@ -44,8 +45,22 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
+def _cpu_flags() -> set:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return {f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "fma"))}
+    except OSError:
+        pass
+    return set()
+
+
 def _same_machine(pinned: dict) -> bool:
-    return (_cpu_model() == PINNED["machine"]["cpu_model"]
+    # "AMD EPYC" names several generations here (with and without AVX-512, whose MKL and
+    # oneDNN kernels round differently): bit for bit only where the vector flags are pinned too
+    flags = PINNED["machine"].get("cpu_flags")
+    return (flags is not None and set(flags) == _cpu_flags()
+            and _cpu_model() == PINNED["machine"]["cpu_model"]
             and torch.__version__ == pinned["torch_version"]
             and str(torch.backends.cpu.get_cpu_capability()) == pinned["cpu_capability"])
 
@@ -56,6 +71,19 @@ def _close(value, ref, tol):
     return value == pytest.approx(ref, rel=tol, abs=tol)
 
 
+#: An accuracy is a count of samples: float32 rounding moves a few across the boundary (2 of
+#: 1,437 training samples seen on an Intel AVX-512 machine, 4 on an AVX-512 AMD EPYC, against
+#: pins from an AVX2 one); a changed stream, order or stop rule moves whole percents (>= 14).
+SAMPLES = 8
+
+
+def _split_sizes(record: dict) -> dict:
+    """Samples behind each accuracy: the record's data set, loaded as the run loaded it."""
+    config = RunConfig.from_flat({k: record[k] for k in flat_field_names() if k in record})
+    data = load_dataset(config.data)
+    return {"train_acc": data.n_train, "test_acc": data.n_test}
+
+
 def _compare(record: dict, pinned: dict, *, tol: float) -> None:
     assert pinned["version"] == "0.6.0"
     if _same_machine(pinned):
@@ -64,8 +92,14 @@ def _compare(record: dict, pinned: dict, *, tol: float) -> None:
         return
     for name in EXACT:
         assert record[name] == pinned[name], name
+    sizes = _split_sizes(pinned)
     for name in NUMBERS:
-        assert _close(record[name], pinned[name], tol), name
+        if name in sizes and None not in (record[name], pinned[name]):
+            moved = abs(record[name] - pinned[name]) * sizes[name]
+            assert moved <= SAMPLES + 1e-6, (name, moved, "samples")
+            continue
+        # v, c, c_rel and the fit come from differences of the curve: its rounding, amplified
+        assert _close(record[name], pinned[name], tol if name == "train_loss" else 10 * tol), name
     for name in CURVES:
         assert len(record[name]) == len(pinned[name])
         assert all(_close(v, r, tol) for v, r in zip(record[name], pinned[name])), name

@@ -4,9 +4,10 @@
 (``tests/data/pin_records.py``; before, 0.3.0's, which 0.4.0 and 0.5.0
 reproduced) with one torch thread (each says its ``version``, ``torch_version`` and
 ``cpu_capability``; the file names the CPU model).  On a machine with the
-same CPU model, torch build and CPU kind the numbers must come back bit for
-bit.  Elsewhere float32 rounds differently, so the comparison allows what
-rounding can do in a few epochs, and nothing a changed seed stream, epoch
+same CPU model, vector flags (``machine.cpu_flags``, not yet pinned), torch
+build and CPU kind the numbers must come back bit for bit.  Elsewhere
+float32 rounds differently, so the comparison allows what rounding can do in
+a few epochs (accuracies as a number of samples), and nothing a changed seed stream, epoch
 order, noise or stopping rule would give (those move the numbers by whole
 percents, or change the stop reason and epoch count, which are always exact).
 The pinned group mixes all four ways a run ends (loss, diverged, epochs,

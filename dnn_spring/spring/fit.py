@@ -43,27 +43,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dnn_spring.checks import check_choice, check_range
-from dnn_spring.spring.config import FirstOrderConfig, LangevinConfig
+from dnn_spring.spring._fit_common import (  # noqa: F401 - also this module's names
+    _GRIDS, PARAMETERS, UNIDENTIFIED_SHARE, _axes, _configs, _intervals, _local_grid,
+    normalise_curve)
 from dnn_spring.spring.first_order import simulate_first_order_batch
 from dnn_spring.spring.langevin import simulate_langevin_batch
 from dnn_spring.spring.result import chain_curve
 
 __all__ = ["fit_spring_block", "SpringBlockFit", "normalise_curve", "PARAMETERS"]
 
-#: The fitted parameters, in the order of the grid axes.
-PARAMETERS = ("mu_right", "asymmetry", "noise")
 #: The smallest residual tolerance (in units of the normalised curve).
 RESIDUAL_FLOOR = 0.02
-#: Accepted values covering this share of a parameter's log-range: not identified.
-UNIDENTIFIED_SHARE = 0.6
-# Coarse grids per chain order: μ→, μ←/μ→ and ε̄ (relative to the spring force
-# k·y / L of a straight chain; the Langevin chain's k is 0.1 by default).
-_GRIDS = {
-    1: (np.geomspace(0.005, 1.0, 12), np.geomspace(0.25, 4.0, 9),
-        np.geomspace(0.005, 1.6, 12)),
-    2: (np.geomspace(0.0003, 0.05, 10), np.geomspace(0.25, 4.0, 7),
-        np.geomspace(0.0003, 0.05, 10)),
-}
 
 
 @dataclass(frozen=True)
@@ -123,27 +113,6 @@ class SpringBlockFit:
         return out
 
 
-def normalise_curve(curve) -> np.ndarray:
-    """``(c − c_last) / (c_first − c_last)``: the curve starts at 1 and ends at 0.
-
-    Raises
-    ------
-    ValueError
-        The curve has fewer than 3 points, non-finite values, or equal ends.
-    """
-    c = np.asarray(curve, dtype=np.float64)
-    if c.ndim != 1 or c.size < 3:
-        raise ValueError(f"`curve` must have at least 3 points, got shape {c.shape}")
-    if not np.all(np.isfinite(c)):
-        raise ValueError(f"`curve` must be finite, got {np.round(c, 4).tolist()}")
-    span = c[0] - c[-1]
-    if abs(span) < 1e-12 * max(1.0, float(np.abs(c).max())):
-        raise ValueError("`curve` must have different first and last values (its shape is "
-                         "measured between them)")
-    if span < 0:
-        raise ValueError(f"`curve` must fall from its first to its last point, as a chain's "
-                         f"does, got {c[0]:.4g} then {c[-1]:.4g}")
-    return (c - c[-1]) / span
 
 
 def _as_curve(curve) -> np.ndarray:
@@ -166,17 +135,6 @@ def _as_curve(curve) -> np.ndarray:
     return np.asarray([np.nan if v is None else v for v in curve], dtype=np.float64)
 
 
-def _configs(order: int, n_blocks: int, points: np.ndarray, n_steps: "int | None") -> list:
-    out = []
-    for mu, asym, eps in points:
-        common = {"n_blocks": n_blocks, "mu_right": float(mu), "mu_left": float(mu * asym),
-                  "noise": float(eps)}
-        if order == 1:
-            out.append(FirstOrderConfig(**common, **({"n_steps": n_steps} if n_steps else {})))
-        else:
-            extra = {"t_max": n_steps * LangevinConfig.dt} if n_steps else {}
-            out.append(LangevinConfig(**common, **extra))
-    return out
 
 
 def _simulate(order: int, n_blocks: int, points: np.ndarray, seeds: tuple,
@@ -201,9 +159,6 @@ def _simulate(order: int, n_blocks: int, points: np.ndarray, seeds: tuple,
     return normalised, np.sqrt(np.nanmean(sem[:, 1:-1] ** 2, axis=1))
 
 
-def _axes(order: int, asymmetry: "float | None") -> tuple:
-    mu, asym, eps = _GRIDS[order]
-    return mu, (asym if asymmetry is None else np.array([float(asymmetry)])), eps
 
 
 @functools.lru_cache(maxsize=8)
@@ -220,37 +175,8 @@ def _residuals(curves: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(out), out, np.inf)
 
 
-def _local_grid(best: np.ndarray, steps: np.ndarray, order: int) -> np.ndarray:
-    """5 × 5 × 5 points around ``best`` spanning one coarse step (log scale) each way
-    (one point along a fixed asymmetry)."""
-    axes = [best[i] * steps[i] ** np.linspace(-1, 1, 5 if steps[i] > 1 else 1)
-            for i in range(3)]
-    axes = [a if a.size == 1 else np.clip(a, g.min(), g.max())
-            for a, g in zip(axes, _GRIDS[order])]
-    return np.array(list(itertools.product(*axes)))
 
 
-def _intervals(points, accepted, order, asymmetry) -> tuple:
-    uncertainty, identified = {}, {}
-    for i, name in enumerate(PARAMETERS):
-        axis = _axes(order, asymmetry)[i]
-        if axis.size == 1:  # held fixed
-            uncertainty[name], identified[name] = (float(axis[0]), float(axis[0])), None
-            continue
-        step = axis[1] / axis[0]
-        values = points[accepted, i]
-        at_edge = np.isclose(values.min(), axis[0]), np.isclose(values.max(), axis[-1])
-        low = 0.0 if at_edge[0] else float(values.min() / step)
-        high = float("inf") if at_edge[1] else float(values.max() * step)
-        uncertainty[name] = (low, high)
-        share = np.log(min(high, axis[-1]) / max(low, axis[0])) / np.log(axis[-1] / axis[0])
-        identified[name] = bool(not any(at_edge) and share < UNIDENTIFIED_SHARE)
-    left = points[accepted, 0] * points[accepted, 1]
-    step = _GRIDS[order][0][1] / _GRIDS[order][0][0]
-    low = 0.0 if uncertainty["mu_right"][0] == 0.0 else float(left.min() / step)
-    high = float("inf") if uncertainty["mu_right"][1] == float("inf") else float(left.max() * step)
-    uncertainty["mu_left"] = (low, high)
-    return uncertainty, identified
 
 
 def _is_trajectory(curve, trajectory) -> bool:

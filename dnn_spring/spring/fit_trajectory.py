@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dnn_spring.checks import check_choice, check_range
-from dnn_spring.spring.fit import (PARAMETERS, UNIDENTIFIED_SHARE,
+from dnn_spring.spring._fit_common import (PARAMETERS, as_trajectory, UNIDENTIFIED_SHARE,
                                    _axes, _configs, _intervals, _local_grid, normalise_curve)
 from dnn_spring.spring.first_order import simulate_first_order_batch
 from dnn_spring.spring.langevin import simulate_langevin_batch
@@ -138,91 +138,10 @@ class TrajectoryFit:
 
 # --------------------------------------------------------------------------- inputs
 
-def _from_record(record: dict) -> tuple:
-    points = record.get("trajectory")
-    if isinstance(points, str):
-        import json
-
-        points = json.loads(points) if points.strip() else []
-    if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
-        raise ValueError('`trajectory` record must hold a list of {"epoch": ..., "log_d": [...]} '
-                         "(train with curve_every > 0)")
-    rows = [(p.get("epoch"), p.get("log_d")) for p in points if p.get("log_d")]
-    lengths = {len(c) for _, c in rows}
-    if len(lengths) > 1:
-        raise ValueError(f"`trajectory` curves differ in length: {sorted(lengths)}")
-    times = np.array([np.nan if e is None else e for e, _ in rows], dtype=np.float64)
-    curves = np.array([[np.nan if v is None else v for v in c[:-1]] for _, c in rows],
-                      dtype=np.float64).reshape(len(rows), -1)  # the logits point dropped
-    return times, curves
 
 
-def _from_history(frame) -> tuple:
-    """A tracker's history: one row per measurement and point."""
-    needed = {"measurement", "point", "log_d"}
-    if not needed <= set(frame.columns):
-        raise ValueError(f"`trajectory` frame must have the columns {sorted(needed)} "
-                         f"(a LoadCurveTracker history), got {list(frame.columns)}")
-    keep = frame[~frame["is_logits"].astype(bool)] if "is_logits" in frame.columns else frame
-    table = keep.pivot_table(index="measurement", columns="point", values="log_d",
-                             aggfunc="first").sort_index()
-    x = next((c for c in ("epoch", "step") if c in keep.columns), None)
-    times = (keep.groupby("measurement")[x].first().reindex(table.index).to_numpy(float)
-             if x is not None else np.arange(len(table), dtype=np.float64))
-    return times, table.to_numpy(dtype=np.float64)
 
 
-def as_trajectory(trajectory, times=None) -> tuple:
-    """``(times (n,), curves (n, L + 1))`` from a record, a tracker history or an array.
-
-    Parameters
-    ----------
-    trajectory : dict, pandas.DataFrame or array-like of shape (n_times, n_points)
-        A run record with a ``trajectory`` (``curve_every > 0``; each curve's
-        last point, the logits, is dropped); a
-        :class:`~dnn_spring.LoadCurveTracker` ``history`` (its logits rows
-        dropped, times from its ``epoch`` or ``step`` column); or the log D
-        values themselves, input first, no logits, one row per time.
-    times : array-like of shape (n_times,), optional
-        Times of the rows of an array (default ``0, 1, ...``); ignored for a
-        record or a history, which carry their own.
-
-    Returns
-    -------
-    tuple of numpy.ndarray
-        Times (increasing) and curves; rows with a missing value are dropped.
-
-    Raises
-    ------
-    ValueError
-        Fewer than 2 usable curves, fewer than 3 points, or times that do not
-        increase.
-    """
-    if isinstance(trajectory, dict):
-        t, curves = _from_record(trajectory)
-    elif hasattr(trajectory, "columns"):
-        t, curves = _from_history(trajectory)
-    else:
-        curves = np.asarray(trajectory, dtype=np.float64)
-        if curves.ndim != 2:
-            raise ValueError(f"`trajectory` must have shape (n_times, n_points), got "
-                             f"{curves.shape}")
-        t = (np.arange(len(curves), dtype=np.float64) if times is None
-             else np.asarray(times, dtype=np.float64))
-        if t.shape != (len(curves),):
-            raise ValueError(f"`times` must have one value per curve ({len(curves)}), got "
-                             f"shape {t.shape}")
-    usable = np.isfinite(t) & np.all(np.isfinite(curves), axis=1)
-    t, curves = t[usable], curves[usable]
-    if len(t) < 2:
-        raise ValueError(f"`trajectory` must hold at least 2 finite load curves, got {len(t)}")
-    if curves.shape[1] < 3:
-        raise ValueError(f"`trajectory` curves must have at least 3 points, got {curves.shape[1]}")
-    if np.any(np.diff(t) <= 0):
-        raise ValueError(f"`trajectory` times must increase, got {t.tolist()}")
-    if t[0] < 0:
-        raise ValueError(f"`trajectory` times must be >= 0 (epochs), got {t[0]:g} first")
-    return t, curves
 
 
 def _prepared(trajectory, times, baseline) -> tuple:

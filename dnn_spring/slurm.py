@@ -49,7 +49,7 @@ from pathlib import Path
 import submitit
 import torch
 
-from .preempt import Preempted, clear_stop, is_checkpointing, request_stop
+from .preempt import Preempted, clear_stop, early_signal, is_checkpointing, request_stop
 from .records import RecordWriteError
 
 __all__ = ["SlurmOptions", "ChunkJob", "submit_chunks", "live_tasks", "queue_states",
@@ -155,7 +155,10 @@ class ChunkJob(submitit.helpers.Checkpointable):
     ``signal_delay_s - 20`` seconds (an epoch longer than that, or the
     signal came in its last epoch), a ``SIGALRM`` stops it there, so the task
     is always requeued before Slurm kills it.  The requeued task skips the
-    groups whose records exist (:func:`~dnn_spring.chunk.run_chunk`).
+    groups whose records exist (:func:`~dnn_spring.chunk.run_chunk`).  A
+    signal that came while the task was starting, before any handler of
+    submitit's existed (:func:`~dnn_spring.preempt.install_early_handler`),
+    requeues the task before it trains.
     """
 
     def __init__(self, signal_delay_s: int = 120):
@@ -169,6 +172,9 @@ class ChunkJob(submitit.helpers.Checkpointable):
             signal.signal(signal.SIGUSR2, self._on_signal)
             signal.signal(signal.SIGALRM, _stop_now)
         try:
+            if early_signal() is not None and callable(requeue):
+                raise Preempted(f"got signal {early_signal()} while the task was starting: "
+                                "requeueing it before it trains")
             return chunk_fn(chunk, **args)
         except RecordWriteError as exc:  # comes back as the result, with its one-line messages
             return exc

@@ -73,6 +73,9 @@ def _add_sweep(subparsers) -> None:
     g.add_argument("--requeues", type=int, default=3,
                    help="most times a task requeues itself at its time limit (default 3)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--reproducible", action="store_true",
+                   help="records the same bit for bit on every x86 CPU with AVX2 (same torch "
+                   "build and threads); sets DNN_SPRING_REPRODUCIBLE=1 for the workers and tasks")
     p.set_defaults(func=_run_sweep)
 
 
@@ -103,6 +106,10 @@ def _run_sweep(args) -> int:
 
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"`--workers` must be >= 1, got {args.workers}")
+    if args.reproducible:
+        from dnn_spring.reproducible import reexecute
+
+        reexecute("dnn-spring sweep")
     if args.cuda_graphs:
         os.environ[ENV_FLAG] = "1"  # read by every group, in this process and its workers
     if args.threads is not None and args.threads < 1:

@@ -19,11 +19,14 @@ import contextlib
 import os
 import signal
 import threading
+import time
 
 __all__ = ["Preempted", "request_stop", "stop_requested", "clear_stop", "checkpointing",
            "is_checkpointing", "install_early_handler", "early_signal"]
 
 _STATE = {"requested": False, "depth": 0, "early": None}
+#: Where a Slurm task's first lines note a signal that came before dnn_spring was imported.
+EARLY_ENV = "DNN_SPRING_EARLY_SIGNAL"
 
 
 class Preempted(BaseException):
@@ -46,9 +49,9 @@ def install_early_handler() -> None:
     submitit loads a task's pickled job (which imports torch: seconds) before
     it installs its own handler; a time-limit signal in that window would end
     the task with the signal's default action and lose its runs.  This
-    handler only notes the signal (:func:`early_signal`);
-    :class:`~dnn_spring.slurm.ChunkJob` then requeues the task before it
-    trains.  Installed at ``import dnn_spring`` when ``SUBMITIT_FOLDER`` is
+    handler only notes the signal and its time (:func:`early_signal`);
+    :class:`~dnn_spring.slurm.ChunkJob` then trains until shortly before the
+    time the signal announced, and requeues.  Installed at ``import dnn_spring`` when ``SUBMITIT_FOLDER`` is
     set (submitit sets it before loading the job) and nothing else handles
     the signal.
     """
@@ -59,11 +62,20 @@ def install_early_handler() -> None:
 
 
 def _note_early(signum, frame) -> None:
-    _STATE["early"] = signum
+    if _STATE["early"] is None:
+        _STATE["early"] = (signum, time.monotonic())
 
 
-def early_signal() -> "int | None":
-    """The signal that came before the job's handlers were installed, if one did."""
+def early_signal() -> "tuple | None":
+    """``(signal, time.monotonic() when it came)`` of a signal that came before the job's
+    handlers were installed, or None.
+
+    Noted here, or by the few lines a Slurm task starts with
+    (:func:`dnn_spring.slurm.task_python`) in ``DNN_SPRING_EARLY_SIGNAL``.
+    """
+    if _STATE["early"] is None and os.environ.get(EARLY_ENV):
+        signum, when = os.environ[EARLY_ENV].split()
+        return int(signum), float(when)
     return _STATE["early"]
 
 

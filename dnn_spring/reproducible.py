@@ -50,8 +50,12 @@ SETTINGS = {
     "MKL_ENABLE_INSTRUCTIONS": "AVX2",
     # oneDNN, which runs the CNN's convolutions: no AVX-512 JIT kernels
     "ONEDNN_MAX_CPU_ISA": "AVX2",
-    # numpy's OpenBLAS (the load-curve shape fit) and numpy's own SIMD loops: AVX2 at most
+    # numpy's OpenBLAS (the evaluation's small LAPACK calls, the shape fit): its AVX2
+    # (Haswell) kernels, and one L2 size for its blocking (OpenBLAS changes kernels on
+    # AVX-512 Zen 4 CPUs that report 1 MiB of L2)
     "OPENBLAS_CORETYPE": "Haswell",
+    "OPENBLAS_L2_SIZE": "512",
+    # numpy's own SIMD loops: AVX2 at most
     "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512F AVX512CD AVX512_SKX AVX512_CLX AVX512_CNL "
                                 "AVX512_ICL AVX512_SPR",
 }

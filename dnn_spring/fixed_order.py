@@ -9,14 +9,15 @@ which inverts an ill-conditioned matrix, turns 1e-7 in the features into
 * float64 **elementwise** IEEE operations (``+ - * /``, ``sqrt``, ``max``, a
   select), which round each element on its own, the same way in every
   kernel build;
-* **exact products** (:func:`exact_matmul`): each operand is cut into
-  three slices of at most ``b`` significant bits on a per-row (per-column)
-  power-of-two grid, ``b`` small enough that every product of two slices and
-  every partial sum of a dot product is an integer times one power of two
-  below 2**52.  The BLAS then makes no rounding at all, in whatever order or
-  thread split it sums, and the six slice products are added in a fixed
-  order.  The result is a fixed function of the operands (accurate to about
-  2**-60 of the largest terms) at the cost of six float64 products;
+* **exact products** (:func:`exact_matmul`): each operand is cut into two
+  (three for dot products longer than 4096) slices of at most ``b``
+  significant bits on a per-row (per-column) power-of-two grid, ``b`` small
+  enough that every product of two slices and every partial sum of a dot
+  product is an integer times one power of two below 2**52.  The BLAS then
+  makes no rounding at all, in whatever order or thread split it sums, and
+  the three (six) slice products are added in a fixed order.  The result is
+  a fixed function of the operands, accurate to about 2**-40 of the largest
+  terms, at the cost of three (six) float64 products;
 * numpy's LAPACK (OpenBLAS, pinned to its Haswell kernels by
   :data:`~dnn_spring.reproducible.SETTINGS`) for the small C×p SVD of the
   class means, the p×p eigendecomposition of SS_W and the float32
@@ -47,7 +48,6 @@ from .models import CNN, MLP
 __all__ = ["exact_matmul", "exact_forward", "exact_stats", "exact_curve", "exact_accuracy",
            "evaluate"]
 
-_SLICES = 3
 _F64 = torch.float64
 
 
@@ -59,18 +59,36 @@ def _pow2(e: Tensor) -> Tensor:
     return torch.bitwise_left_shift(e + 1023, 52).view(_F64)
 
 
-def _slices(x: Tensor, dim: int, bits: int) -> list:
-    """``x`` as the sum of ``_SLICES`` slices (and a dropped rest) on the grid of its rows
+def _bits(k: int) -> "tuple[int, int]":
+    """(bits per slice, slices) for dot products of length ``k``: every product of two
+    slices and every partial sum stays an integer below 2**52 times one power of two;
+    two slices when they keep 40 bits of each operand (k <= 4096), else three."""
+    bits = (52 - max(k - 1, 1).bit_length()) // 2
+    return bits, (2 if bits >= 20 else 3)
+
+
+def _slices(x: Tensor, dim: int, bits: int, count: int) -> list:
+    """``x`` as the sum of ``count`` slices (and a dropped rest) on the grid of its rows
     (``dim=1``) or columns (``dim=0``): slice i holds integers below 2**bits times
     2**(e - bits·(i+1)), where every entry of that row is below 2**e."""
     _, e = torch.frexp(x.abs().amax(dim=dim, keepdim=True))
-    e = e.to(torch.int64).clamp(min=-1000 + bits * _SLICES, max=1023)
+    e = e.to(torch.int64).clamp(min=-1000 + bits * count, max=1023)
     rest, out = x, []
-    for i in range(1, _SLICES + 1):
-        scale = _pow2(e - bits * i)
-        piece = torch.trunc(rest / scale) * scale  # powers of two: no rounding anywhere
+    for i in range(1, count + 1):
+        scale, inverse = _pow2(e - bits * i), _pow2(bits * i - e)
+        piece = torch.trunc(rest * inverse) * scale  # powers of two: no rounding anywhere
         out.append(piece)
         rest = rest - piece
+    return out
+
+
+def _combine(sa: list, sb: list, product) -> Tensor:
+    """Σ product(sa[i], sb[j]) over i + j < len(sa), from the smallest terms to the largest."""
+    out = None
+    for level in reversed(range(len(sa))):
+        for i in range(level + 1):
+            term = product(sa[i], sb[level - i])
+            out = term if out is None else out + term
     return out
 
 
@@ -82,15 +100,8 @@ def exact_matmul(a: Tensor, b: Tensor) -> Tensor:
     the smallest to the largest.
     """
     a, b = a.to(_F64), b.to(_F64)
-    k = a.shape[1]
-    bits = (52 - max(k - 1, 1).bit_length()) // 2
-    sa, sb = _slices(a, 1, bits), _slices(b, 0, bits)
-    out = None
-    for level in reversed(range(_SLICES)):
-        for i in range(level + 1):
-            term = sa[i] @ sb[level - i]
-            out = term if out is None else out + term
-    return out
+    bits, count = _bits(a.shape[1])
+    return _combine(_slices(a, 1, bits, count), _slices(b, 0, bits, count), torch.matmul)
 
 
 # --------------------------------------------------------------------------- forward
@@ -113,20 +124,36 @@ def _linear(module, x: Tensor) -> Tensor:
     return y if module.bias is None else y + module.bias.detach().to(_F64)
 
 
+_CONV_CHUNK = 1 << 22  # unfolded entries per chunk of samples
+
+
 def _conv(module, x: Tensor) -> Tensor:
+    """A convolution as exact products of unfolded slices: each sample's input is sliced
+    on its own grid (every unfolded row of it then lies on that grid, zero padding too)."""
     plain = (module.groups == 1 and tuple(module.stride) == (1, 1)
              and tuple(module.dilation) == (1, 1) and module.padding_mode == "zeros"
              and not isinstance(module.padding, str))
     if not plain:
         raise TypeError("the reproducible evaluation supports Conv2d with stride 1, dilation 1, "
                         "one group and zero padding")
-    n, _, h, w = x.shape
-    cols = F.unfold(x, module.kernel_size, padding=module.padding)  # (n, C·kh·kw, L): copies
-    weight = module.weight.detach().to(_F64).reshape(module.out_channels, -1)
-    out = exact_matmul(cols.transpose(1, 2).reshape(-1, cols.shape[1]), weight.T)
-    h_out = h + 2 * module.padding[0] - module.kernel_size[0] + 1
-    w_out = w + 2 * module.padding[1] - module.kernel_size[1] + 1
-    out = out.view(n, h_out * w_out, -1).transpose(1, 2).reshape(n, -1, h_out, w_out)
+    n, c, h, w = x.shape
+    (kh, kw), (ph, pw) = module.kernel_size, module.padding
+    h_out, w_out = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
+    weight = module.weight.detach().to(_F64).reshape(module.out_channels, -1).T  # (K, out)
+    bits, count = _bits(weight.shape[0])
+    sw = _slices(weight, 0, bits, count)
+    step = max(1, _CONV_CHUNK // (weight.shape[0] * h_out * w_out))
+    parts = []
+    for start in range(0, n, step):
+        chunk = x[start:start + step]
+        sx = [piece.view_as(chunk) for piece in _slices(chunk.reshape(len(chunk), -1), 1, bits, count)]
+
+        def product(piece, ws):
+            cols = F.unfold(piece, (kh, kw), padding=(ph, pw))  # (n, K, L): copies
+            return cols.transpose(1, 2).reshape(-1, cols.shape[1]) @ ws
+
+        parts.append(_combine(sx, sw, product).view(len(chunk), h_out * w_out, -1))
+    out = torch.cat(parts).transpose(1, 2).reshape(n, -1, h_out, w_out)
     return out if module.bias is None else out + module.bias.detach().to(_F64).view(1, -1, 1, 1)
 
 

@@ -7,9 +7,10 @@ Two measurements, both ratios against a baseline timed in the same run:
   against the mode's fixed-order float64 (:func:`dnn_spring.fixed_order.evaluate`),
   fastest of ``--repeats``;
 * **whole runs** (separate processes, native and mode interleaved, ``--pairs``
-  pairs): ``train_group`` of a quick-preset row (``--group`` members of the
-  paper's MLP on mnist5k, full batch, noise 0 to 0.6) and of a batch-10 run,
-  training and evaluation, seconds per run.  The mode's process has
+  pairs): a quick-preset row (``--group`` members of the paper's MLP on
+  mnist5k, full batch, noise 0 to 0.6), a batch-10 run and a small CNN, in
+  seconds per run: training only (``GroupFit.fit``) and ``train_group``
+  (training and evaluation).  The mode's process has
   ``DNN_SPRING_REPRODUCIBLE=1`` from its start, as a sweep's workers and
   Slurm tasks do.
 
@@ -32,15 +33,21 @@ _CHILD = """
 import json, sys, time
 import dnn_spring
 import torch
-from dnn_spring.batched import train_group
+from dnn_spring.batched import GroupFit, train_group
 from dnn_spring.config import RunConfig
+from dnn_spring.data import load_dataset
 torch.set_num_threads(int(sys.argv[1]))
 out = {}
 for name, flats in json.loads(sys.argv[2]).items():
     configs = [RunConfig.from_flat(f) for f in flats]
+    data = load_dataset(configs[0].data, flatten=configs[0].model.arch == "mlp")
+    fit = GroupFit(configs, data, torch.device("cpu"))
+    start = time.perf_counter()
+    fit.fit()
+    training = (time.perf_counter() - start) / len(configs)
     start = time.perf_counter()
     records = train_group(configs)
-    out[name] = (time.perf_counter() - start) / len(configs)
+    out[name] = [training, (time.perf_counter() - start) / len(configs)]
     assert all(r["status"] == "ok" for r in records), [r["error"] for r in records]
     assert all(r["reproducible"] == dnn_spring.reproducible.enabled() for r in records)
 print(json.dumps(out))
@@ -128,16 +135,15 @@ def main() -> None:
         print(f"  {name:<15} native {best['native']:.3f}  mode {best['mode']:.3f}  "
               f"mode/native {best['mode'] / best['native']:.2f}")
     times = _whole_runs(args)
-    print(f"whole runs, training + evaluation (s per run; {args.pairs} interleaved pairs, "
-          f"{args.epochs} epochs full batch, {max(1, args.epochs // 10)} at batch 10, "
-          f"{max(1, args.epochs // 2)} for the CNN):")
+    print(f"whole runs (s per run; {args.pairs} interleaved pairs, {args.epochs} epochs at full "
+          f"batch, {max(1, args.epochs // 10)} at batch 10, {max(1, args.epochs // 2)} for the CNN):")
     for name in times["native"][0]:
-        native = [t[name] for t in times["native"]]
-        mode = [t[name] for t in times["mode"]]
-        ratios = ", ".join(f"{m / n:.2f}" for n, m in zip(native, mode))
-        print(f"  {name:<15} native {' '.join(f'{t:.3f}' for t in native)}  "
-              f"mode {' '.join(f'{t:.3f}' for t in mode)}  mode/native {ratios}")
-
+        for i, what in enumerate(("training only", "training + evaluation")):
+            native = [t[name][i] for t in times["native"]]
+            mode = [t[name][i] for t in times["mode"]]
+            ratios = ", ".join(f"{m / n:.2f}" for n, m in zip(native, mode))
+            print(f"  {name:<15} {what:<22} native {' '.join(f'{t:.3f}' for t in native)}  "
+                  f"mode {' '.join(f'{t:.3f}' for t in mode)}  mode/native {ratios}")
 
 if __name__ == "__main__":
     main()

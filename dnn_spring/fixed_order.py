@@ -129,7 +129,7 @@ _CONV_CHUNK = 1 << 22  # unfolded entries per chunk of samples
 
 def _conv(module, x: Tensor) -> Tensor:
     """A convolution as exact products of unfolded slices: each sample's input is sliced
-    on its own grid (every unfolded row of it then lies on that grid, zero padding too)."""
+    on its own grid (every unfolded column of it then lies on that grid, zero padding too)."""
     plain = (module.groups == 1 and tuple(module.stride) == (1, 1)
              and tuple(module.dilation) == (1, 1) and module.padding_mode == "zeros"
              and not isinstance(module.padding, str))
@@ -139,21 +139,17 @@ def _conv(module, x: Tensor) -> Tensor:
     n, c, h, w = x.shape
     (kh, kw), (ph, pw) = module.kernel_size, module.padding
     h_out, w_out = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
-    weight = module.weight.detach().to(_F64).reshape(module.out_channels, -1).T  # (K, out)
-    bits, count = _bits(weight.shape[0])
-    sw = _slices(weight, 0, bits, count)
-    step = max(1, _CONV_CHUNK // (weight.shape[0] * h_out * w_out))
+    weight = module.weight.detach().to(_F64).reshape(module.out_channels, -1)  # (out, K)
+    bits, count = _bits(weight.shape[1])
+    sw = _slices(weight, 1, bits, count)
+    step = max(1, _CONV_CHUNK // (weight.shape[1] * h_out * w_out))
     parts = []
     for start in range(0, n, step):
         chunk = x[start:start + step]
-        sx = [piece.view_as(chunk) for piece in _slices(chunk.reshape(len(chunk), -1), 1, bits, count)]
-
-        def product(piece, ws):
-            cols = F.unfold(piece, (kh, kw), padding=(ph, pw))  # (n, K, L): copies
-            return cols.transpose(1, 2).reshape(-1, cols.shape[1]) @ ws
-
-        parts.append(_combine(sx, sw, product).view(len(chunk), h_out * w_out, -1))
-    out = torch.cat(parts).transpose(1, 2).reshape(n, -1, h_out, w_out)
+        cols = [F.unfold(piece.view_as(chunk), (kh, kw), padding=(ph, pw))  # (n, K, L): copies
+                for piece in _slices(chunk.reshape(len(chunk), -1), 1, bits, count)]
+        parts.append(_combine(sw, cols, torch.matmul))  # (n, out, L)
+    out = torch.cat(parts).view(n, -1, h_out, w_out)
     return out if module.bias is None else out + module.bias.detach().to(_F64).view(1, -1, 1, 1)
 
 

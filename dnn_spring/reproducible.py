@@ -78,12 +78,15 @@ def environment(env=None) -> dict:
 
 
 def apply_before_torch() -> None:
-    """With the mode on and torch not loaded yet, put :data:`SETTINGS` in ``os.environ``.
+    """With the mode on and neither torch nor numpy loaded yet, put :data:`SETTINGS` in
+    ``os.environ``.
 
     Called when :mod:`dnn_spring` is imported.  It overrides values already
-    there (an ``ATEN_CPU_CAPABILITY=default`` as well as an ``avx512``).
+    there (an ``ATEN_CPU_CAPABILITY=default`` as well as an ``avx512``).  Once
+    either library is loaded the settings would come too late: they are left
+    as they are, and :func:`check` refuses what is missing.
     """
-    if enabled() and "torch" not in sys.modules:
+    if enabled() and not {"torch", "numpy"} & set(sys.modules):
         os.environ.update(SETTINGS)
 
 
@@ -94,8 +97,8 @@ def problem() -> "str | None":
     wrong = [name for name, value in SETTINGS.items() if os.environ.get(name) != value]
     if wrong:
         return (f"{ENV_FLAG}=1 needs {', '.join(wrong)} set before torch loads, and this process "
-                f"loaded torch first: set {ENV_FLAG}=1 before Python starts, or import dnn_spring "
-                f"before torch")
+                f"loaded torch (or numpy) first: set {ENV_FLAG}=1 before Python starts, or import "
+                f"dnn_spring before torch and numpy")
     import torch
 
     capability = str(torch.backends.cpu.get_cpu_capability())
@@ -115,7 +118,7 @@ def check() -> None:
 
 
 def reexecute(command: str) -> None:
-    """Make sure the command line ``command`` (``"dnn-spring train"``) runs in the mode.
+    """Make sure the command ``command`` (``"dnn-spring train"``) runs in the mode.
 
     The command line has loaded torch by the time it reads its flags, so a
     process started with ``--reproducible`` but without the mode's settings

@@ -6,12 +6,14 @@ A run record is a flat, JSON-serialisable dict: every config field of
 1. :func:`new_record`: every key present, the outcome empty, the run's
    provenance filled (``version``, ``device``, ``threads``,
    ``torch_version``, ``cpu_capability``: another thread count, torch build
-   or CPU kind may round float32 training differently);
+   or CPU kind may round float32 training differently; ``reproducible``:
+   the mode of :mod:`dnn_spring.reproducible` was on);
 2. training fills ``stop_reason``, ``epochs_run``, ``train_loss`` and the
    ``trajectory``, and sets ``status`` "diverged" for a run that blew up;
 3. :func:`finish_or_fail` adds the accuracies, the load curve of the
-   trained model with its shape statistics and, when asked, the Hessian
-   numbers; or :func:`fail_record` marks the run "failed" with a one-line
+   trained model with its shape statistics (in the reproducible mode in
+   fixed-order float64: :mod:`dnn_spring.fixed_order`) and, when asked, the
+   Hessian numbers; or :func:`fail_record` marks the run "failed" with a one-line
    error.
 
 :func:`check_record` states the schema a record file must meet

@@ -148,8 +148,8 @@ def test_a_process_that_loaded_torch_first_is_refused_in_one_line():
     names = ", ".join(reproducible.SETTINGS)
     assert done.stdout.strip().splitlines() == [
         f"DNN_SPRING_REPRODUCIBLE=1 needs {names} set before torch loads, and this process "
-        "loaded torch first: set DNN_SPRING_REPRODUCIBLE=1 before Python starts, or import "
-        "dnn_spring before torch"]
+        "loaded torch (or numpy) first: set DNN_SPRING_REPRODUCIBLE=1 before Python starts, or "
+        "import dnn_spring before torch and numpy"]
 
 
 def test_reproducible_called_from_python_without_the_mode_exits_2(capsys, monkeypatch):

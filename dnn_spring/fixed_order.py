@@ -226,13 +226,16 @@ def _log(x: float) -> float:
 
 
 def exact_stats(x: Tensor, y: Tensor, n_classes: int, *, rtol: float = DEFAULT_RTOL,
-                max_inverse_width: int = DEFAULT_MAX_INVERSE_WIDTH) -> dict:
+                inverse: bool = True, max_inverse_width: int = DEFAULT_MAX_INVERSE_WIDTH) -> dict:
     """The statistics of :meth:`~dnn_spring.metrics.FuzzinessAccumulator.result` in fixed order.
 
     Parameters
     ----------
     x : tensor of shape (n, p), float64
     y : tensor of int of shape (n,), classes in ``0..n_classes-1``, each present
+    inverse : bool, default True
+        Form SS_W for ``log_inv_d`` and ``log_d_pinv32`` (NaN without it, or
+        above ``max_inverse_width``).
     """
     if not bool(torch.isfinite(x).all()):
         raise ValueError("`features` contain NaN or inf values")
@@ -259,7 +262,7 @@ def exact_stats(x: Tensor, y: Tensor, n_classes: int, *, rtol: float = DEFAULT_R
         u = exact_matmul(z, proj)
         d = _sum(u * u) / n
     log_inv, d32 = math.nan, math.nan
-    if p <= max_inverse_width:
+    if inverse and p <= max_inverse_width:
         ss_w = exact_matmul(z.T, z) / n
         log_inv = _log_inverse(ss_w, a, rtol)
         d32 = _pinv32(ss_w, exact_matmul(a.T, a)) if rank > 0 else d
@@ -301,7 +304,8 @@ def _log_inverse(ss_w: Tensor, a: Tensor, rtol: float) -> float:
 # --------------------------------------------------------------------------- the curve
 
 
-def exact_curve(model, x: Tensor, y: Tensor, n_classes: int) -> "tuple[pd.DataFrame, Tensor]":
+def exact_curve(model, x: Tensor, y: Tensor, n_classes: int, *,
+                inverse: bool = True) -> "tuple[pd.DataFrame, Tensor]":
     """The load curve of ``model`` on ``(x, y)`` in fixed order, and its logits (n, C).
 
     The frame has the columns of :func:`~dnn_spring.load_curve` that a
@@ -311,7 +315,7 @@ def exact_curve(model, x: Tensor, y: Tensor, n_classes: int) -> "tuple[pd.DataFr
     modules = dict(model.named_modules())
     rows = []
     for i, (name, feats) in enumerate(points.items()):
-        stats = exact_stats(feats, y.cpu(), n_classes)
+        stats = exact_stats(feats, y.cpu(), n_classes, inverse=inverse)
         rows.append({"layer": name, "point": i, "module": type(modules[name]).__name__,
                      **{k: stats[k] for k in ("width", "n_samples", "log_d", "log_inv_d",
                                              "log_trace_ratio", "log_d_pinv32", "rank_b",

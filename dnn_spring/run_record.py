@@ -118,7 +118,8 @@ def curve_log_d(model, data, tracker: "LoadCurveTracker | None" = None) -> list:
 def _fixed_order_curve(model, data) -> list:
     from .fixed_order import exact_curve
 
-    return list(exact_curve(model, data.x_train, data.y_train, data.n_classes)[0]["log_d"])
+    frame = exact_curve(model, data.x_train, data.y_train, data.n_classes, inverse=False)[0]
+    return list(frame["log_d"])
 
 
 def _hessian(model, data, record: dict) -> None:

@@ -86,9 +86,12 @@ def test_submit_wait_and_collect_match_a_local_run(slurm, tmp_path):
                "--out", "slurm", cwd=tmp_path)
     assert "4 ok, 0 diverged, 0 failed, 0 lost" in done.stderr
     assert "sacct" not in done.stderr  # accounting is off here; the sweep never asks it
-    cli("sweep", "ns_nl", *GRID, "--epochs", "3", "--threads", "1", "--out", "local", cwd=tmp_path)
+    # Slurm tasks run in the reproducible mode by default: so does the local reference
+    cli("sweep", "ns_nl", *GRID, "--epochs", "3", "--threads", "1", "--reproducible",
+        "--out", "local", cwd=tmp_path)
     on_slurm, local = numbers(tmp_path / "slurm"), numbers(tmp_path / "local")
     assert len(on_slurm) == 4 and set(on_slurm["status"]) == {"ok"}
+    assert set(collect(tmp_path / "slurm")["reproducible"]) == {True}
     pd.testing.assert_frame_equal(on_slurm.sort_index(), local.sort_index())
     status = json.loads(cli("status", "slurm", "--json", cwd=tmp_path).stdout)
     assert (status["done"], status["running"], status["pending"], status["missing"]) == (4, 0, 0, 0)
@@ -142,7 +145,7 @@ def test_a_task_past_its_time_limit_requeues_and_ends_with_the_local_numbers(slu
     status = json.loads(cli("status", "slurm", "--json", cwd=tmp_path).stdout)
     log = "".join(Path(t["stderr"]).read_text() for t in status["tasks"])
     assert "requeueing" in log, log[-3000:]
-    cli(*args, "--threads", "1", "--out", "local", cwd=tmp_path)
+    cli(*args, "--threads", "1", "--reproducible", "--out", "local", cwd=tmp_path)
     on_slurm, local = numbers(tmp_path / "slurm"), numbers(tmp_path / "local")
     pd.testing.assert_frame_equal(on_slurm.sort_index(), local.sort_index())
 

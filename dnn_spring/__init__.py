@@ -5,6 +5,7 @@ noise against nonlinearity to draw phase diagrams, and simulate the
 spring–block chains that explain them.
 """
 
+from dnn_spring import _startup  # noqa: F401  (first: it must run before torch loads)
 from dnn_spring._version import __version__
 
 from dnn_spring.capture import list_layers, load_curve

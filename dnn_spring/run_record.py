@@ -6,12 +6,14 @@ A run record is a flat, JSON-serialisable dict: every config field of
 1. :func:`new_record`: every key present, the outcome empty, the run's
    provenance filled (``version``, ``device``, ``threads``,
    ``torch_version``, ``cpu_capability``: another thread count, torch build
-   or CPU kind may round float32 training differently);
+   or CPU kind may round float32 training differently; ``reproducible``:
+   the mode of :mod:`dnn_spring.reproducible` was on);
 2. training fills ``stop_reason``, ``epochs_run``, ``train_loss`` and the
    ``trajectory``, and sets ``status`` "diverged" for a run that blew up;
 3. :func:`finish_or_fail` adds the accuracies, the load curve of the
-   trained model with its shape statistics and, when asked, the Hessian
-   numbers; or :func:`fail_record` marks the run "failed" with a one-line
+   trained model with its shape statistics (in the reproducible mode in
+   fixed-order float64: :mod:`dnn_spring.fixed_order`) and, when asked, the
+   Hessian numbers; or :func:`fail_record` marks the run "failed" with a one-line
    error.
 
 :func:`check_record` states the schema a record file must meet
@@ -26,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import reproducible
 from ._version import __version__
 from .capture import load_curve
 from .tracker import LoadCurveTracker
@@ -53,7 +56,12 @@ _RESULT_TEXTS = ("regime", "error", "stop_reason", "device", "version", "torch_v
 
 
 def new_record(config: RunConfig, device) -> dict:
-    """A run record with every key present and the outcome fields empty."""
+    """A run record with every key present and the outcome fields empty.
+
+    Raises ``RuntimeError`` when the reproducible mode is asked for but not
+    in effect (:func:`dnn_spring.reproducible.check`).
+    """
+    reproducible.check()
     record = config.flat()
     record.update(
         key=config.key(), status="ok", error=None, stop_reason=None, epochs_run=0,
@@ -62,6 +70,7 @@ def new_record(config: RunConfig, device) -> dict:
         regime=None, hessian_top=None, hessian_trace=None, trajectory=[], wall_time=0.0,
         device=str(device), version=__version__, threads=torch.get_num_threads(),
         torch_version=torch.__version__, cpu_capability=_cpu_capability(),
+        reproducible=reproducible.enabled(),
     )
     return record
 
@@ -100,8 +109,17 @@ def trajectory_tracker(model, data) -> LoadCurveTracker:
 
 def curve_log_d(model, data, tracker: "LoadCurveTracker | None" = None) -> list:
     """log D per load-curve point on the clean training set (eval mode), via ``tracker``."""
+    if reproducible.enabled():
+        return [finite_or_none(v) for v in _fixed_order_curve(model, data)]
     tracker = tracker or trajectory_tracker(model, data)
     return [finite_or_none(v) for v in tracker.measure(model, keep=False)["log_d"]]
+
+
+def _fixed_order_curve(model, data) -> list:
+    from .fixed_order import exact_curve
+
+    frame = exact_curve(model, data.x_train, data.y_train, data.n_classes, inverse=False)[0]
+    return list(frame["log_d"])
 
 
 def _hessian(model, data, record: dict) -> None:
@@ -119,11 +137,16 @@ def _hessian(model, data, record: dict) -> None:
 
 def finish_record(record: dict, model, data, *, hessian: bool) -> dict:
     """Fill accuracies, the load curve, its shape and Hessian numbers from ``model``."""
-    record["train_acc"] = accuracy(model, data.x_train, data.y_train)
-    record["test_acc"] = accuracy(model, data.x_test, data.y_test)
-    # Records keep rank_b and cond_b per point; the user reads them instead of a warning.
-    frame = load_curve(model, data.x_train, labels=data.y_train, n_classes=data.n_classes,
-                       warn=False, distributed=False)  # one run's own model, never summed over ranks
+    if reproducible.enabled():  # float64, in an order no kernel changes
+        from .fixed_order import evaluate
+
+        record["train_acc"], record["test_acc"], frame = evaluate(model, data)
+    else:
+        record["train_acc"] = accuracy(model, data.x_train, data.y_train)
+        record["test_acc"] = accuracy(model, data.x_test, data.y_test)
+        # Records keep rank_b and cond_b per point; the user reads them instead of a warning.
+        frame = load_curve(model, data.x_train, labels=data.y_train, n_classes=data.n_classes,
+                           warn=False, distributed=False)  # one run's own model, never summed over ranks
     record["layers"] = [str(v) for v in frame["layer"]]
     for column in ("log_d", "log_inv_d", "log_trace_ratio", "log_d_pinv32", "cond_b"):
         record[column] = [finite_or_none(v) for v in frame[column]]

@@ -40,8 +40,11 @@ import json
 import logging
 import os
 import shutil
+import shlex
 import signal
 import subprocess
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +52,7 @@ from pathlib import Path
 import submitit
 import torch
 
-from .preempt import Preempted, clear_stop, is_checkpointing, request_stop
+from .preempt import Preempted, clear_stop, early_signal, is_checkpointing, request_stop
 from .records import RecordWriteError
 
 __all__ = ["SlurmOptions", "ChunkJob", "submit_chunks", "live_tasks", "queue_states",
@@ -68,6 +71,8 @@ _RESERVED = {"time", "signal", "array", "output", "error", "open_mode", "job_nam
              "requeue", "no_requeue", "parsable"}
 #: Most tasks in one job array (Slurm's default MaxArraySize is 1001).
 MAX_ARRAY = 1000
+#: After a signal that came while the task started, stop training this long before its end.
+EARLY_MARGIN_S = 25
 
 
 def is_alive(state) -> bool:
@@ -120,7 +125,12 @@ class SlurmOptions:
     cluster: "str | None" = None
 
     def parameters(self) -> dict:
-        """The submitit parameters of these options."""
+        """The submitit parameters of these options (``ValueError``: a flag Slurm would take
+        but the task could not work with)."""
+        if self.signal_delay_s >= 60 * self.time_min:
+            raise ValueError(f"`--signal-delay` must be shorter than the time limit "
+                             f"({60 * self.time_min} s), got {self.signal_delay_s} s: every "
+                             "task would be told to stop as it starts")
         params = {"timeout_min": int(self.time_min), "cpus_per_task": int(self.cpus),
                   "gpus_per_node": int(self.gpus), "slurm_array_parallelism": int(self.parallel),
                   "slurm_signal_delay_s": int(self.signal_delay_s)}
@@ -156,6 +166,12 @@ class ChunkJob(submitit.helpers.Checkpointable):
     signal came in its last epoch), a ``SIGALRM`` stops it there, so the task
     is always requeued before Slurm kills it.  The requeued task skips the
     groups whose records exist (:func:`~dnn_spring.chunk.run_chunk`).
+
+    A signal that came while the task was starting, before any handler
+    existed (:func:`~dnn_spring.preempt.install_early_handler`), gave the
+    task ``signal_delay_s`` from then: it trains until :data:`EARLY_MARGIN_S`
+    seconds are left, stops at the end of that epoch, and requeues (at once,
+    before training, when less is left).
     """
 
     def __init__(self, signal_delay_s: int = 120):
@@ -168,7 +184,10 @@ class ChunkJob(submitit.helpers.Checkpointable):
         if callable(requeue):  # submitit's handler: checkpoint(), scontrol requeue, exit
             signal.signal(signal.SIGUSR2, self._on_signal)
             signal.signal(signal.SIGALRM, _stop_now)
+        timer = None
         try:
+            if early_signal() is not None and callable(requeue):
+                timer = self._after_early_signal(*early_signal())
             return chunk_fn(chunk, **args)
         except RecordWriteError as exc:  # comes back as the result, with its one-line messages
             return exc
@@ -180,6 +199,22 @@ class ChunkJob(submitit.helpers.Checkpointable):
             raise
         finally:
             signal.alarm(0)
+            if timer is not None:
+                timer.cancel()
+
+    def _after_early_signal(self, signum, when):
+        """Schedule the stop that a signal at ``when`` (monotonic s), before the handlers, asks for."""
+        left = self.signal_delay_s - (time.monotonic() - when)
+        if left <= EARLY_MARGIN_S:
+            raise Preempted(f"got signal {signum} while the task was starting, {left:.0f} s "
+                            "before its end: requeueing it before it trains")
+        logger.warning("got signal %d while the task was starting: training for %.0f s more, "
+                       "then requeueing", signum, left - EARLY_MARGIN_S)
+        timer = threading.Timer(left - EARLY_MARGIN_S, request_stop)  # at an epoch's end
+        timer.daemon = True
+        timer.start()
+        signal.alarm(max(1, int(left) - 20))  # as after a signal in training: the hard stop
+        return timer
 
     def _on_signal(self, signum, frame):
         if not is_checkpointing():
@@ -191,6 +226,22 @@ class ChunkJob(submitit.helpers.Checkpointable):
 
 def _stop_now(signum, frame):
     raise Preempted(f"got signal {signum} outside a checkpointing group: stopping now")
+
+
+# Run before submitit (or torch) loads in a task: note a SIGUSR2 in the environment, where
+# dnn_spring.preempt.early_signal finds it, then run submitit's own entry point.
+_BOOT = ('import os, signal, sys, time, runpy; '
+         'signal.signal(signal.SIGUSR2, lambda signum, frame: os.environ.setdefault('
+         '"DNN_SPRING_EARLY_SIGNAL", "%d %r" % (signum, time.monotonic()))); '
+         'sys.argv = ["submitit", sys.argv[-1]]; '
+         'runpy.run_module("submitit.core._submit", run_name="__main__", alter_sys=True)')
+
+
+def task_python() -> str:
+    """The command a Slurm task starts Python with: this interpreter, unbuffered, running a
+    few lines that install a minimal ``SIGUSR2`` handler before submitit's entry point
+    (:func:`~dnn_spring.preempt.early_signal`); submitit appends its own arguments."""
+    return f"{shlex.quote(sys.executable)} -u -c {shlex.quote(_BOOT)}"
 
 
 def task_threads() -> int:
@@ -285,7 +336,8 @@ def submit_chunks(chunks, chunk_fn, args, options: SlurmOptions) -> list:
     sbatch's first line.
     """
     out_dir = Path(args["out_dir"])
-    kwargs = {"slurm_max_num_timeout": int(options.max_requeues)} if options.cluster is None else {}
+    kwargs = ({"slurm_max_num_timeout": int(options.max_requeues), "slurm_python": task_python()}
+              if options.cluster is None else {})
     executor = submitit.AutoExecutor(folder=out_dir / ".submitit", cluster=options.cluster, **kwargs)
     executor.update_parameters(**options.parameters())
     submitted = []

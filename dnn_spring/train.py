@@ -21,7 +21,9 @@ batched group: :mod:`dnn_spring.member_ops`; a CNN member of a group matches
 its single run up to float32 rounding: :mod:`dnn_spring.stacked_cnn`).
 Every record stores ``threads``, ``torch_version`` and ``cpu_capability``:
 another thread count, torch build or CPU kind (AVX2, AVX-512) may round
-differently.
+differently.  In the reproducible mode (:mod:`dnn_spring.reproducible`) the
+record is the same on every x86-64 CPU with AVX2, with the same torch build
+and thread count.
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ skip, saying why.  Tiny grids and few epochs keep them to a few minutes.
 
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -84,9 +86,12 @@ def test_submit_wait_and_collect_match_a_local_run(slurm, tmp_path):
                "--out", "slurm", cwd=tmp_path)
     assert "4 ok, 0 diverged, 0 failed, 0 lost" in done.stderr
     assert "sacct" not in done.stderr  # accounting is off here; the sweep never asks it
-    cli("sweep", "ns_nl", *GRID, "--epochs", "3", "--threads", "1", "--out", "local", cwd=tmp_path)
+    # Slurm tasks run in the reproducible mode by default: so does the local reference
+    cli("sweep", "ns_nl", *GRID, "--epochs", "3", "--threads", "1", "--reproducible",
+        "--out", "local", cwd=tmp_path)
     on_slurm, local = numbers(tmp_path / "slurm"), numbers(tmp_path / "local")
     assert len(on_slurm) == 4 and set(on_slurm["status"]) == {"ok"}
+    assert set(collect(tmp_path / "slurm")["reproducible"]) == {True}
     pd.testing.assert_frame_equal(on_slurm.sort_index(), local.sort_index())
     status = json.loads(cli("status", "slurm", "--json", cwd=tmp_path).stdout)
     assert (status["done"], status["running"], status["pending"], status["missing"]) == (4, 0, 0, 0)
@@ -130,15 +135,60 @@ def test_cancel_part_way_then_resubmit_runs_only_what_is_missing(slurm, tmp_path
 def test_a_task_past_its_time_limit_requeues_and_ends_with_the_local_numbers(slurm, tmp_path):
     """A 1-minute task told to checkpoint 55 s before its limit holds a group that needs
     longer (20 to 80 s of training, by the machine).  Slurm checks limits every 30 s or so,
-    so the signal comes 0 to 20 s in; each time the task stops (at the end of an epoch,
-    with a checkpoint, once training runs), requeues, and goes on (up to 15 times)."""
+    so the signal comes 5 to 35 s in: while the task still starts (imports torch: 1 to 20 s,
+    by the machine) or while it trains.  Either way the task trains until shortly before
+    its end, checkpoints, requeues and goes on (up to 15 times); none of its runs is lost."""
     args = ("sweep", "ns_nl", *GRID, "--epochs", "600")
     done = cli(*args, "--executor", "slurm", "--wait", "--time", "1", "--signal-delay", "55",
-               "--requeues", "15", "--out", "slurm", cwd=tmp_path, timeout=600)
+               "--requeues", "15", "--out", "slurm", cwd=tmp_path, timeout=900)
     assert "4 ok, 0 diverged, 0 failed, 0 lost" in done.stderr
     status = json.loads(cli("status", "slurm", "--json", cwd=tmp_path).stdout)
     log = "".join(Path(t["stderr"]).read_text() for t in status["tasks"])
     assert "requeueing" in log, log[-3000:]
-    cli(*args, "--threads", "1", "--out", "local", cwd=tmp_path)
+    cli(*args, "--threads", "1", "--reproducible", "--out", "local", cwd=tmp_path)
     on_slurm, local = numbers(tmp_path / "slurm"), numbers(tmp_path / "local")
     pd.testing.assert_frame_equal(on_slurm.sort_index(), local.sort_index())
+
+
+def test_a_signal_while_the_task_starts_loses_none_of_its_runs(slurm, tmp_path):
+    """SIGUSR2 as soon as the task's log shows submitit running, while it loads its job (and
+    torch, seconds on any machine) and before submitit installs its handler: the task notes
+    the signal, trains until shortly before the end it announced (90 s on), and its runs all
+    end ok in that one task.  Without the early handler the signal ended the task."""
+    args = ("sweep", "ns_nl", *GRID, "--epochs", "100", "--out", "r")
+    first = cli(*args, "--executor", "slurm", "--time", "2", "--signal-delay", "90", cwd=tmp_path)
+    job = re.search(r"(?:job array|Slurm job) (\d+)", first.stderr).group(1)
+    logs = tmp_path / "r" / ".submitit"
+    wait_until(lambda: any("Starting with" in p.read_text() for p in logs.glob(f"{job}_*.out")),
+               240, "the task to start", every=0.05)
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    wait_until(lambda: not subprocess.run(["squeue", "-h", "-j", job], capture_output=True,
+                                          text=True).stdout.strip(), 300, "the task to end")
+    status = json.loads(cli("status", "r", "--json", cwd=tmp_path).stdout)
+    log = "".join(Path(t["stderr"]).read_text() for t in status["tasks"])
+    assert (status["done"], status["missing"], status["failed"]) == (4, 0, 0), log[-3000:]
+    assert "while the task was starting" in log, log[-3000:]
+
+
+def test_a_signal_delay_as_long_as_the_time_limit_is_refused(tmp_path):
+    done = cli("sweep", "ns_nl", *GRID, "--executor", "slurm", "--time", "1", "--signal-delay",
+               "60", "--out", "r", cwd=tmp_path, check=False)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "dnn-spring sweep: error: `--signal-delay` must be shorter than the time limit (60 s), "
+        "got 60 s: every task would be told to stop as it starts"]
+
+
+def test_a_signal_before_any_handler_is_noted_not_fatal(tmp_path):
+    """A submitit task imports dnn_spring while it loads its job: from then on a SIGUSR2 is
+    noted (with its time) instead of ending the process, until submitit's handler takes over."""
+    code = ("import os, signal, dnn_spring.preempt as p; os.kill(os.getpid(), signal.SIGUSR2); "
+            "print(p.early_signal()[0])")
+    env = {**os.environ, "SUBMITIT_FOLDER": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == str(int(signal.SIGUSR2)), done.stderr
+    env.pop("SUBMITIT_FOLDER")  # outside a submitit task the signal keeps its default action
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == -signal.SIGUSR2

@@ -73,6 +73,12 @@ def _add_sweep(subparsers) -> None:
     g.add_argument("--requeues", type=int, default=3,
                    help="most times a task requeues itself at its time limit (default 3)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--reproducible", action="store_true",
+                   help="records the same bit for bit on every x86 CPU with AVX2 (same torch "
+                   "build and threads); sets DNN_SPRING_REPRODUCIBLE=1 for the workers and tasks "
+                   "(the default of --executor slurm)")
+    p.add_argument("--native", action="store_true",
+                   help="with --executor slurm, train the tasks without the reproducible mode")
     p.set_defaults(func=_run_sweep)
 
 
@@ -103,6 +109,18 @@ def _run_sweep(args) -> int:
 
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"`--workers` must be >= 1, got {args.workers}")
+    if args.reproducible and args.native:
+        raise ValueError("`--reproducible` and `--native` exclude each other")
+    if args.reproducible:
+        from dnn_spring.reproducible import reexecute
+
+        reexecute("dnn-spring sweep")
+    elif args.executor == "slurm" and not args.native:
+        from dnn_spring.reproducible import environment
+
+        # a cluster's nodes rarely share one CPU model, and a requeued task may resume on
+        # another: its tasks run in the mode (sbatch passes this environment on)
+        os.environ.update(environment())
     if args.cuda_graphs:
         os.environ[ENV_FLAG] = "1"  # read by every group, in this process and its workers
     if args.threads is not None and args.threads < 1:

@@ -98,6 +98,9 @@ def add_parser(subparsers) -> None:
                    "FILE, for `dnn-spring diagnose --model FILE`")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="hide the progress bar")
+    p.add_argument("--reproducible", action="store_true",
+                   help="the same record bit for bit on every x86 CPU with AVX2 (same torch "
+                   "build and threads); sets DNN_SPRING_REPRODUCIBLE=1 and restarts the command")
 
     def one_line_error(message):  # argparse would print the whole usage first
         print(f"dnn-spring train: error: {message}", file=sys.stderr)
@@ -163,6 +166,10 @@ def run(args) -> int:
     """Handler of ``dnn-spring train``."""
     from ..train import resolve_device, train_run
 
+    if args.reproducible:
+        from ..reproducible import reexecute
+
+        reexecute("dnn-spring train")
     config = config_from_args(args)
     if args.cuda_graphs:
         os.environ[ENV_FLAG] = "1"  # read by every group, in this process and its workers

@@ -84,7 +84,7 @@ def model_bytes(config) -> int:
         samples = min(samples, config.train.batch_size)
     if m.arch == "cnn":
         side = config.data.image_size
-        weights = 9 * m.channels * m.channels * max(1, m.depth - 2) + 9 * 3 * m.channels
+        weights = 9 * m.channels * m.channels * max(0, m.depth - 2) + 9 * m.channels
         units = m.channels * side * side
     else:
         weights = m.width * m.width * max(0, m.depth - 2) + 2 * m.width

@@ -49,8 +49,14 @@ run_phase_diagram() {
         return
     fi
     [[ ${EXECUTOR:-local} != slurm ]] || args+=(--wait)
-    $cmd "${args[@]}" "$@"
+    # the sweep exits 1 when some runs failed (it names why): the others are still
+    # plotted; any other failure stops here
+    local rc=0
+    $cmd "${args[@]}" "$@" || rc=$?
+    (( rc == 0 || rc == 1 )) || return "$rc"
     $cmd collect "$outdir" --out "${outdir%/}.parquet"
+    # a table without a successful run is not plotted: `plot` says so and exits 2
     mkdir -p "$figdir"
     $cmd "${plot[@]}"
+    return "$rc"
 }

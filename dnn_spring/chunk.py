@@ -125,6 +125,8 @@ def _one_by_one(configs, out_dir, device, train_fn) -> list:
         if done:
             pairs += done
             continue
+        if stop_requested():  # a signal came: train nothing more
+            raise Preempted(f"stop requested after {len(pairs)} of {len(configs)} runs")
         try:
             pairs.append(_train_one(config, out_dir, device, train_fn))
         except RecordWriteError as exc:  # stop: the next record would not fit either

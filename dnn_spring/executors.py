@@ -23,6 +23,7 @@ import signal
 
 import torch
 
+from .preempt import forward_to, stop_worker_on_signals
 
 __all__ = ["EXECUTORS", "threads_per_worker", "run_inline", "run_pool", "result_or_error"]
 
@@ -33,6 +34,7 @@ EXECUTORS = ("local", "debug", "slurm")
 
 def _init_worker(threads: int, parent: "int | None" = None) -> None:
     _die_with_parent(parent)
+    stop_worker_on_signals()
     torch.set_num_threads(threads)
 
 
@@ -82,11 +84,18 @@ def run_inline(chunks, chunk_fn, args, threads):
 def run_pool(chunks, chunk_fn, args, workers, threads):
     """Run the chunks in ``workers`` spawned processes of ``threads`` torch threads each."""
     context = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                initargs=(threads, os.getpid())) as pool:
+    pool = cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                  initargs=(threads, os.getpid()))
+    try:
         futures = {pool.submit(chunk_fn, chunk, **args): chunk for chunk in chunks}
-        for future in cf.as_completed(futures):
-            yield futures[future], result_or_error(future.result)
+        # a stop signal of the sweep goes on to the workers (dnn_spring.preempt)
+        with forward_to(list(getattr(pool, "_processes", None) or ())):
+            for future in cf.as_completed(futures):
+                yield futures[future], result_or_error(future.result)
+    except BaseException:  # a stop (Preempted, Ctrl-C): start no further chunk
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def result_or_error(get):

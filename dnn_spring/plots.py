@@ -34,7 +34,7 @@ from dnn_spring.checks import check_choice
 from dnn_spring.grids import NOISE_AXES
 from dnn_spring.shape import load_shape
 
-__all__ = ["infer_axis", "axis_order", "cell_table", "phase_diagram", "four_panel",
+__all__ = ["infer_axis", "axis_order", "warn_mixed", "cell_table", "phase_diagram", "four_panel",
            "curvature_map", "heat_map", "trajectory_grid"]
 
 logger = logging.getLogger("dnn_spring.plots")
@@ -83,16 +83,21 @@ def _check_table(table: pd.DataFrame, axis, curve: str = "log_d") -> str:
     for other in (a for a in NOISE_AXES if a != axis and a in table.columns):
         values = sorted(table[other].dropna().unique())
         if len(values) > 1:
-            shown = ", ".join(f"{v:g}" for v in values)
-            raise ValueError(
-                f"the table has {len(values)} values of `{other}` ({shown}) besides the axis "
-                f"`{axis}`, and cells would average over them; select one (`--where "
-                f"{other}={values[0]:g}` on the command line, table[table[{other!r}] == "
-                f"{values[0]:g}] in Python) or plot `axis={other!r}`")
+            raise ValueError(f"the table has {len(values)} values of `{other}` "
+                             f"({', '.join(f'{v:g}' for v in values)}) besides the axis "
+                             f"`{axis}`, and cells would average over them; select one (`--where "
+                             f"{other}={values[0]:g}` on the command line, table[table[{other!r}] "
+                             f"== {values[0]:g}] in Python) or plot `axis={other!r}`")
+    warn_mixed(table, "cells average over them")
+    return axis
+
+
+def warn_mixed(table: pd.DataFrame, consequence: str, what: str = "the table") -> list:
+    """Warn in one line, and return them, when runs differ in ``epochs``, ``depth``, ... ."""
     mixed = [f for f in _CONFIG_FIELDS if f in table.columns and table[f].nunique() > 1]
     if mixed:
-        logger.warning("the table mixes runs with different %s; cells average over them", mixed)
-    return axis
+        logger.warning("%s mixes runs with different %s; %s", what, mixed, consequence)
+    return mixed
 
 
 def _mean_curve(curves):
@@ -322,6 +327,9 @@ def curvature_map(table: pd.DataFrame, *, axis: "str | None" = None, value: str 
     axis = _check_table(table, axis)
     if value not in table.columns:
         raise ValueError(f"`value` {value!r} is not a column; columns are {list(table.columns)}")
+    if pd.to_numeric(table[value], errors="coerce").isna().all():  # regime, dataset, ...
+        numeric = [c for c in table.columns if pd.api.types.is_float_dtype(table[c])][:8]
+        raise ValueError(f"`value` must be a numeric column such as {', '.join(numeric)}, got {value!r}")
     ok = table[table["status"] == "ok"]
     grid = ok.pivot_table(index="slope", columns=axis, values=value, aggfunc="mean")
     grid = grid.reindex(index=sorted(table["slope"].unique()),

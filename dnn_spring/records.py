@@ -50,6 +50,7 @@ __all__ = [
     "scan_records",
     "collect",
     "save_table",
+    "table_bytes",
     "load_table",
 ]
 
@@ -157,12 +158,15 @@ def write_atomically(path, write) -> None:
 
     The bytes go to a hidden temporary file beside ``path``, are synced, and
     the file is moved into place with ``os.replace``; a kill or an error
-    leaves the old file (or none), never half a new one.
+    leaves the old file (or none), never half a new one.  The file gets the
+    mode ``open()`` would give it (0666 less the umask), not the temporary
+    file's 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -171,6 +175,13 @@ def write_atomically(path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it; it is put back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def read_record(path) -> dict:
@@ -321,6 +332,14 @@ def _table_bytes(table: pd.DataFrame, suffix: str) -> bytes:
     return buffer.getvalue()
 
 
+def table_bytes(table: pd.DataFrame, path) -> bytes:
+    """The bytes :func:`save_table` writes for ``path`` (its suffix picks the format)."""
+    path = Path(path)
+    if path.suffix not in TABLE_SUFFIXES:
+        raise ValueError(f"table file must end in one of {TABLE_SUFFIXES}, got {str(path)!r}")
+    return _table_bytes(table, path.suffix)
+
+
 def save_table(table: pd.DataFrame, path) -> Path:
     """Write the collect table as ``.parquet`` (lists kept) or ``.csv`` (lists as JSON).
 
@@ -328,9 +347,7 @@ def save_table(table: pd.DataFrame, path) -> Path:
     kill leaves the previous table, never half a new one.
     """
     path = Path(path)
-    if path.suffix not in TABLE_SUFFIXES:
-        raise ValueError(f"table file must end in one of {TABLE_SUFFIXES}, got {str(path)!r}")
-    data = _table_bytes(table, path.suffix)
+    data = table_bytes(table, path)
     write_atomically(path, lambda handle: handle.write(data))
     return path
 

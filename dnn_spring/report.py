@@ -71,7 +71,14 @@ def proxy_correlations(tables: dict, *, n_boot: int = 1000, seed: int = 0) -> pd
         raise ValueError(f"`n_boot` must be >= 10, got {n_boot!r}")
     if "all" in tables:
         raise ValueError("a panel may not be called 'all': that name is the pooled runs")
-    panels = {name: proxy_table(t) for name, t in tables.items()}
+    from dnn_spring.plots import warn_mixed
+
+    panels = {name: proxy_table(t) for name, t in tables.items()}  # checks the columns
+    ok = {name: t[t["status"] == "ok"] for name, t in tables.items()}
+    for name, table in ok.items():
+        warn_mixed(table, "its ρ pools them", f"panel {name!r}")
+    if len(ok) > 1:
+        warn_mixed(pd.concat(ok.values(), ignore_index=True), "its ρ pools them", "panel 'all'")
     if len(panels) > 1:
         panels["all"] = pd.concat(panels.values(), ignore_index=True)
     rows = []

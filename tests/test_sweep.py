@@ -485,10 +485,13 @@ def test_collect_table_on_a_full_disk_keeps_the_old_table(full_disk, tmp_path, c
     with open(out / "filler", "wb", buffering=0) as filler, pytest.raises(OSError):
         while True:  # fill the disk to the last byte
             filler.write(b"x" * 512)
-    assert cli_main(["collect", str(results), "--out", str(table)]) == 2
+    assert cli_main(["collect", str(results), "--out", str(table)]) == 1  # the table is kept
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "No space left on device" in err and "Traceback" not in err
     assert table.read_bytes() == before and sorted(p.name for p in out.iterdir()) == ["filler", "t.csv"]
+    kept = full_disk[1] / f"dnn-spring-unsaved-{os.getpid()}-t.csv"
+    assert err.strip().endswith(f"it was written to {kept} instead")
+    assert len(load_table(kept)) == len(tiny_grid())
 
 
 def test_record_write_error_survives_pickling():

@@ -5,8 +5,9 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
+
+from ._output import check_suffix, figure_suffixes, output_path, write_figure, write_output
 
 __all__ = ["add_parser"]
 
@@ -19,10 +20,11 @@ def add_parser(subparsers) -> None:
         "test accuracy and |c|, v, the fit's R² and the final log D (last hidden point), per "
         "sweep (each source is one panel) and pooled over all of them.")
     p.add_argument("source", nargs="+", help="results folder(s) or collect table(s)")
-    p.add_argument("--out", metavar="PNG", help="write the scatter plots here")
+    p.add_argument("--out", metavar="PNG", type=output_path, help="write the scatter plots here")
     p.add_argument("--boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
-    p.add_argument("--csv", metavar="FILE", help="also write the correlation table as CSV")
+    p.add_argument("--csv", metavar="FILE", type=output_path,
+                   help="also write the correlation table as CSV")
     p.set_defaults(func=run)
 
 
@@ -31,22 +33,28 @@ def run(args) -> int:
     from dnn_spring.records import load_table
     from dnn_spring.report import plot_proxies, proxy_correlations
 
+    from .sweep import require_ok_runs
+
+    if args.out:
+        check_suffix("--out", args.out, figure_suffixes())
+    if args.csv:
+        check_suffix("--csv", args.csv, (".csv",))
     tables = {}
     for source in args.source:
         name = Path(str(source).rstrip("/")).stem
         if name in tables:
             raise ValueError(f"two sources are both called {name!r}; rename one")
         tables[name] = load_table(source)
+        require_ok_runs(tables[name], source)
     result = proxy_correlations(tables, n_boot=args.boot, seed=args.seed)
     shown = result.assign(ci=[f"[{lo:+.2f}, {hi:+.2f}]" for lo, hi in zip(result["low"], result["high"])])
     print(shown.pivot(index="panel", columns="proxy", values="rho").round(2).to_string())
     print()
     print(shown[["panel", "proxy", "n", "rho", "ci"]].to_string(index=False, float_format=lambda v: f"{v:+.2f}"))
+    written = True  # each output on its own: one that fails does not stop the other
     if args.csv:
-        result.to_csv(args.csv, index=False)
+        written &= write_output(args.csv, result.to_csv(index=False).encode(), command="report",
+                                what="table")
     if args.out:
-        from dnn_spring._style import save_figure
-
-        written = save_figure(plot_proxies(tables, result), args.out)
-        print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
-    return 0
+        written &= write_figure(plot_proxies(tables, result), args.out, command="report")
+    return 0 if written else 1

@@ -77,11 +77,10 @@ def _add_common(parser, *, out_default) -> None:
     parser.add_argument("--pdf", action="store_true", help="also save the figure as PDF")
 
 
-def _save(fig, args) -> None:
-    from dnn_spring._style import save_figure
+def _save(fig, args) -> bool:
+    from ._output import write_figure
 
-    written = save_figure(fig, args.out, pdf=args.pdf)
-    print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
+    return write_figure(fig, args.out, command="spring", pdf=args.pdf)
 
 
 def _simulate(config, args, **kw):
@@ -99,21 +98,25 @@ def _simulate(config, args, **kw):
 def _cmd_simulate(args) -> int:
     from dnn_spring.spring import plot_chain
 
+    from ._output import write_output
+
     config = _build_config(args)
     result = _simulate(config, args, record_every=args.record_every)
+    written = True  # each output on its own: one that fails does not stop the other
     if args.json is not None:
         text = json.dumps(result.as_dict(), indent=2)
         if args.json == "-":
             print(text)
         else:
-            Path(args.json).write_text(text + "\n")
+            written &= write_output(args.json, (text + "\n").encode(), command="spring",
+                                    what="result")
     s = result.stats
     print(f"{s.regime}: c={s.c:+.4f} c_rel={s.c_rel:+.3f} v={s.v:.4f} "
           f"evenness={result.evenness:.3f} final={[round(float(x), 4) for x in result.final]}",
           file=sys.stderr)
     if args.out:
-        _save(plot_chain(result), args)
-    return 0
+        written &= _save(plot_chain(result), args)
+    return 0 if written else 1
 
 
 def _floats(flag: str, text: str) -> list:
@@ -126,6 +129,8 @@ def _floats(flag: str, text: str) -> list:
 def _cmd_phase(args) -> int:
     from dnn_spring.spring import plot_spring_phase_diagram, scan_phase_diagram
 
+    from ._output import write_output
+
     base = _build_config(args, skip=_AXIS_FIELDS)
     table = scan_phase_diagram(
         base,
@@ -133,19 +138,26 @@ def _cmd_phase(args) -> int:
         noise=None if args.noise is None else _floats("--noise", args.noise),
         asymmetry=args.asymmetry, n_seeds=args.n_seeds, seed=args.seed,
         backend=args.backend, device=args.device)
+    written = True
     if args.table:
-        path = Path(args.table)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix == ".parquet":
-            table.to_parquet(path)
-        elif path.suffix == ".csv":
-            table.to_csv(path, index=False)
-        else:
-            path.write_text(table.to_json(orient="records", indent=1) + "\n")
+        written &= write_output(args.table, _cells_bytes(table, Path(args.table).suffix),
+                                command="spring", what="table")
     counts = table["regime"].value_counts().to_dict()
     print(f"{len(table)} cells: {counts}", file=sys.stderr)
-    _save(plot_spring_phase_diagram(table, shade=args.shade), args)
-    return 0
+    written &= _save(plot_spring_phase_diagram(table, shade=args.shade), args)
+    return 0 if written else 1
+
+
+def _cells_bytes(table, suffix: str) -> bytes:
+    import io
+
+    if suffix == ".parquet":
+        buffer = io.BytesIO()
+        table.to_parquet(buffer)
+        return buffer.getvalue()
+    if suffix == ".csv":
+        return table.to_csv(index=False).encode()
+    return (table.to_json(orient="records", indent=1) + "\n").encode()
 
 
 def _cmd_trajectories(args) -> int:
@@ -162,8 +174,7 @@ def _cmd_trajectories(args) -> int:
         if not records:
             print(f"no records with a trajectory in {args.results}; drawing the chains only",
                   file=sys.stderr)
-    _save(plot_spring_trajectories(lazy, active, records), args)
-    return 0
+    return 0 if _save(plot_spring_trajectories(lazy, active, records), args) else 1
 
 
 def add_parser(subparsers) -> None:

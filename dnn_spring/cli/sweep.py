@@ -7,11 +7,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
 from pathlib import Path
+
+from ._limits import check_grid, check_model, check_n_train, check_threads
+from ._output import check_suffix, figure_suffixes, output_path, write_figure, write_output
 
 __all__ = ["add_parser"]
 
@@ -32,7 +36,7 @@ def _add_sweep(subparsers) -> None:
     p.add_argument("--cuda-graphs", action="store_true",
                    help="on a CUDA device, replay each batched training step from a CUDA graph "
                    "(sets DNN_SPRING_CUDA_GRAPHS=1; ignored on the CPU)")
-    p.add_argument("--out", help="results folder (default results/<sweep>, "
+    p.add_argument("--out", type=output_path, help="results folder (default results/<sweep>, "
                    "results/<sweep>_quick for the quick preset)")
     p.add_argument("--workers", type=int, help="local worker processes, >= 1 (default: the "
                    "number of CPUs on cpu, 1 on a GPU); with slurm, jobs per group (default 1)")
@@ -90,12 +94,37 @@ def _overrides(args) -> dict:
         name, sep, text = item.partition("=")
         if not sep or not name.strip():
             raise ValueError(f"`--set` must be KEY=VALUE, got {item!r}")
+        if name.strip() in out:
+            raise ValueError(f"`--set {name.strip()}` is given twice; give it once")
         out[name.strip()] = parse_value(name.strip(), text)
-    if args.dataset:
-        out["dataset"] = args.dataset
-    if args.epochs is not None:
-        out["epochs"] = args.epochs
+    for flag, field in (("--dataset", "dataset"), ("--epochs", "epochs")):
+        value = getattr(args, field)
+        if value is None:
+            continue
+        if field in out:
+            raise ValueError(f"`{flag} {value}` and `--set {field}=...` both set `{field}`; "
+                             "give one of them")
+        out[field] = value
     return out
+
+
+def _grid(args) -> list:
+    """The sweep's configs, its sizes checked before the seeds are expanded."""
+    from dnn_spring.grids import expand_grid
+
+    if args.base_seed < 0:
+        raise ValueError(f"`--base-seed` must be >= 0, got {args.base_seed}")
+    if args.seeds is not None and args.seeds < 1:
+        raise ValueError(f"`--seeds` must be >= 1, got {args.seeds}")
+    overrides = _overrides(args)
+    cells = expand_grid(args.sweep, args.preset, overrides, n_seeds=1, base_seed=args.base_seed)
+    if args.seeds is not None:
+        check_grid(len(cells) * args.seeds)
+    for config in {c.replace(seed=0, slope=0.0).key(): c for c in cells}.values():
+        check_n_train(config, args.device)
+        check_model(config, args.device)
+    return expand_grid(args.sweep, args.preset, overrides, n_seeds=args.seeds,
+                       base_seed=args.base_seed)
 
 
 def _default_workers(device: str) -> int:
@@ -104,7 +133,7 @@ def _default_workers(device: str) -> int:
 
 def _run_sweep(args) -> int:
     from dnn_spring.graphs import ENV_FLAG
-    from dnn_spring.grids import default_out_dir, expand_grid
+    from dnn_spring.grids import default_out_dir
     from dnn_spring.sweep import RecordWriteError, pending_configs, run_sweep
 
     if args.workers is not None and args.workers < 1:
@@ -123,10 +152,8 @@ def _run_sweep(args) -> int:
         os.environ.update(environment())
     if args.cuda_graphs:
         os.environ[ENV_FLAG] = "1"  # read by every group, in this process and its workers
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"`--threads` must be >= 1, got {args.threads}")
-    configs = expand_grid(args.sweep, args.preset, _overrides(args), n_seeds=args.seeds,
-                          base_seed=args.base_seed)
+    check_threads(args.threads)
+    configs = _grid(args)
     out = Path(args.out or default_out_dir(args.sweep, args.preset))
     if args.dry_run:
         todo = {c.key() for c in pending_configs(configs, out, retry_failed=args.retry_failed)}
@@ -148,11 +175,19 @@ def _run_sweep(args) -> int:
     slurm = _slurm_options(args)
     if args.wait and args.executor != "slurm":
         raise ValueError("`--wait` goes with --executor slurm (local sweeps always wait)")
+    from dnn_spring.preempt import Preempted, stop_on_signals, stop_signal
+
+    polite = stop_on_signals() if args.executor != "slurm" else contextlib.nullcontext()
     try:
-        summary = run_sweep(configs, out, executor=args.executor, workers=workers,
-                            device=args.device, batch=args.batch, retry_failed=args.retry_failed,
-                            progress=args.progress, desc=args.sweep, slurm=slurm,
-                            threads=args.threads, wait=args.wait or args.executor != "slurm")
+        with polite:
+            try:
+                summary = run_sweep(configs, out, executor=args.executor, workers=workers,
+                                    device=args.device, batch=args.batch,
+                                    retry_failed=args.retry_failed, progress=args.progress,
+                                    desc=args.sweep, slurm=slurm, threads=args.threads,
+                                    wait=args.wait or args.executor != "slurm")
+            except Preempted as exc:
+                return _stopped(stop_signal() or exc.signum, out)
     except RecordWriteError as exc:  # one line per unwritten record; the sweep stopped
         for line in exc.failures or [str(exc)]:
             print(f"dnn-spring sweep: error: {line}", file=sys.stderr)
@@ -160,11 +195,51 @@ def _run_sweep(args) -> int:
     if args.executor == "slurm" and not args.wait:
         _print_submission(args.sweep, summary, out)
         return 0
-    print(f"{args.sweep}: {summary['total']} runs, {summary['skipped']} already done; ran "
+    return _finish(args.sweep, summary, configs, out)
+
+
+def _finish(sweep, summary, configs, out) -> int:
+    """The sweep's last lines: the counts, each failure reason once; the exit status.
+
+    Any failed or lost run makes the exit status 1 (the others' records are kept).
+    """
+    print(f"{sweep}: {summary['total']} runs, {summary['skipped']} already done; ran "
           f"{summary['ran']}: {summary['ok']} ok, {summary['diverged']} diverged, "
           f"{summary['failed']} failed, {summary['lost']} lost; "
           f"{summary['wall_time']:.1f} s; records in {out}", file=sys.stderr)
-    return 1 if summary["lost"] else 0
+    if summary["failed"]:
+        for reason, count in _failure_reasons(configs, out):
+            print(f"dnn-spring sweep: {count} run{'s' * (count != 1)} failed: {reason}",
+                  file=sys.stderr)
+    return 1 if summary["lost"] or summary["failed"] else 0
+
+
+def _stopped(signum, out) -> int:
+    """Say that a signal stopped the sweep and what it kept; the exit status 128 + signal."""
+    import signal
+
+    from dnn_spring.chunk import CHECKPOINT_DIR
+
+    signum = int(signum or signal.SIGTERM)
+    saved = sorted((Path(out) / CHECKPOINT_DIR).glob("*.pt"))
+    kept = (f"{len(saved)} running group{'s' * (len(saved) != 1)} saved in "
+            f"{Path(out) / CHECKPOINT_DIR}" if saved else "no batched group was running")
+    print(f"dnn-spring sweep: stopped by {signal.Signals(signum).name}: {kept}; finished "
+          f"records are in {out}; rerun the same command to go on", file=sys.stderr)
+    return 128 + signum
+
+
+def _failure_reasons(configs, out) -> list:
+    """``(reason, count)`` of the grid's failed records, the most common first."""
+    from collections import Counter
+
+    from dnn_spring.records import scan_records
+
+    keys = {c.key() for c in configs}
+    records, _ = scan_records(out, warn=False)
+    reasons = Counter(str(r.get("error") or "no reason recorded") for k, r in records.items()
+                      if k in keys and r.get("status") == "failed")
+    return reasons.most_common()
 
 
 def _slurm_options(args):
@@ -203,20 +278,23 @@ def _add_collect(subparsers) -> None:
         "collect", help="gather a results folder into one table",
         description="One row per run record; corrupt records are reported and skipped.")
     p.add_argument("results", help="results folder, e.g. results/ns_nl")
-    p.add_argument("--out", help="table file, .parquet (lists kept) or .csv (lists as JSON); "
+    p.add_argument("--out", type=output_path,
+                   help="table file, .parquet (lists kept) or .csv (lists as JSON); "
                    "default <results>.parquet")
     p.set_defaults(func=_run_collect)
 
 
 def _run_collect(args) -> int:
-    from dnn_spring.records import collect, save_table
+    from dnn_spring.records import TABLE_SUFFIXES, collect, table_bytes
 
-    table = collect(args.results)
     out = Path(args.out or f"{str(args.results).rstrip('/')}.parquet")
-    save_table(table, out)
+    check_suffix("--out", out, TABLE_SUFFIXES)
+    table = collect(args.results)
     counts = table["status"].value_counts().to_dict() if len(table) else {}
-    print(f"collected {len(table)} runs {counts} from {args.results} -> {out}", file=sys.stderr)
-    return 0
+    written = write_output(out, table_bytes(table, out), command="collect", what="table",
+                           said=f"collected {len(table)} runs {counts} from {args.results} -> "
+                           "{path}")
+    return 0 if written else 1
 
 
 _PLOTS = {
@@ -242,7 +320,8 @@ def _add_plot(subparsers) -> None:
         k.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                        help="keep only the runs with this config value (e.g. --where "
                        "noise=0.4, or a comma list); repeatable")
-        k.add_argument("--out", help="PNG file (default figs/<kind>_<source name>.png)")
+        k.add_argument("--out", type=output_path,
+                       help="PNG file (default figs/<kind>_<source name>.png)")
         k.add_argument("--pdf", action="store_true", help="also write a PDF next to the PNG")
         k.add_argument("--title", help="figure title (default: the source name)")
         if kind == "phase-diagram":
@@ -280,12 +359,15 @@ def select_where(table, where):
 
 def _run_plot(args) -> int:
     from dnn_spring import plots
-    from dnn_spring._style import save_figure
     from dnn_spring.records import load_table
 
+    if args.out:
+        check_suffix("--out", args.out, figure_suffixes())
     sources = args.source if isinstance(args.source, list) else [args.source]
     names = [Path(str(s).rstrip("/")).stem for s in sources]
     tables = [select_where(load_table(s), args.where) for s in sources]
+    for source, table in zip(sources, tables):
+        require_ok_runs(table, source)
     prefix = _PLOTS[args.kind][0]
     if args.kind == "four-panel":
         fig = plots.four_panel(tables, axes=args.axis, titles=names, curve=args.curve)
@@ -300,9 +382,16 @@ def _run_plot(args) -> int:
         else:
             fig = plots.trajectory_grid(tables[0], axis=args.axis, title=title)
         default = f"figs/{prefix}_{names[0]}.png"
-    written = save_figure(fig, args.out or default, pdf=args.pdf)
-    print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
-    return 0
+    return 0 if write_figure(fig, args.out or default, command="plot", pdf=args.pdf) else 1
+
+
+def require_ok_runs(table, source) -> None:
+    """Raise ValueError (one line) when ``table`` has no run with status "ok"."""
+    ok = int((table["status"] == "ok").sum()) if "status" in table.columns else 0
+    if not ok:
+        counts = table["status"].value_counts().to_dict() if "status" in table.columns else {}
+        raise ValueError(f"{source} has no successful run (status ok) to show: "
+                         f"{len(table)} runs {counts}")
 
 
 def add_parser(subparsers) -> None:

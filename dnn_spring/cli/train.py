@@ -14,6 +14,8 @@ import sys
 
 from ..graphs import ENV_FLAG
 from ..config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from ._limits import check_model, check_n_train, check_threads
+from ._output import output_path, write_output
 
 _M, _D, _T = ModelConfig(), DataConfig(), TrainConfig()
 
@@ -91,9 +93,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch threads (default: OMP_NUM_THREADS if set, else torch's own "
                    "choice); recorded in the record")
-    p.add_argument("--out", default=None, metavar="FILE",
+    p.add_argument("--out", default=None, metavar="FILE", type=output_path,
                    help="write the run record as JSON to FILE")
-    p.add_argument("--save-model", default=None, metavar="FILE",
+    p.add_argument("--save-model", default=None, metavar="FILE", type=output_path,
                    help="save the trained network (a whole pickled nn.Module, torch.save) to "
                    "FILE, for `dnn-spring diagnose --model FILE`")
     p.add_argument("--no-progress", dest="progress", action="store_false",
@@ -112,6 +114,8 @@ def add_parser(subparsers) -> None:
 
 def config_from_args(args) -> RunConfig:
     """The RunConfig named by parsed ``args`` (ValueError lists every bad value)."""
+    if args.seed < 0:
+        raise ValueError(f"`--seed` must be >= 0, got {args.seed}")
     flat = {field: getattr(args, field) for _, field, _, _ in _VALUE_FLAGS}
     flat.update(batchnorm=args.batchnorm, zero_bias=args.zero_bias, hessian=args.hessian)
     return RunConfig.from_flat(flat)
@@ -162,8 +166,24 @@ def near_singular_note(record: dict) -> "str | None":
     return note(record.get("near_singular"), "compare the pinv32 column")
 
 
+def _model_bytes(model) -> bytes:
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(model.cpu().eval(), buffer)
+    return buffer.getvalue()
+
+
 def run(args) -> int:
-    """Handler of ``dnn-spring train``."""
+    """Handler of ``dnn-spring train``.
+
+    Sizes are checked before anything is built (:mod:`._limits`).  The
+    record (``--out``) is written before the model (``--save-model``), each
+    atomically and on its own: a write that fails keeps its bytes in the
+    temporary folder, says where in one line, and makes the exit status 1.
+    """
     from ..train import resolve_device, train_run
 
     if args.reproducible:
@@ -174,32 +194,28 @@ def run(args) -> int:
     if args.cuda_graphs:
         os.environ[ENV_FLAG] = "1"  # read by every group, in this process and its workers
     device = resolve_device(args.device)
+    check_threads(args.threads)
+    check_n_train(config, str(device))
+    check_model(config, str(device))
     if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"`--threads` must be >= 1, got {args.threads}")
         import torch
 
         torch.set_num_threads(args.threads)
     record, model = train_run(config, device=device, progress=args.progress, return_model=True)
     print(format_record(record), flush=True)
-    if args.save_model and model is not None:
-        import torch
-
-        folder = os.path.dirname(os.path.abspath(args.save_model))
-        os.makedirs(folder, exist_ok=True)
-        torch.save(model.cpu().eval(), args.save_model)
-        print(f"model written to {args.save_model}")
-    elif args.save_model:
-        print(f"dnn-spring train: no model saved: the run is {record['status']}", file=sys.stderr)
     note = near_singular_note(record)
     if note:
         print(note, file=sys.stderr)
+    written = True
     if args.out:
-        folder = os.path.dirname(os.path.abspath(args.out))
-        os.makedirs(folder, exist_ok=True)
-        with open(args.out, "w") as fh:
-            json.dump(record, fh, indent=1, allow_nan=False)
-        print(f"record written to {args.out}")
+        text = json.dumps(record, indent=1, allow_nan=False).encode()
+        written &= write_output(args.out, text, command="train", what="record",
+                                said="record written to {path}", stdout=True)
+    if args.save_model and model is not None:
+        written &= write_output(args.save_model, _model_bytes(model), command="train",
+                                what="model", said="model written to {path}", stdout=True)
+    elif args.save_model:
+        print(f"dnn-spring train: no model saved: the run is {record['status']}", file=sys.stderr)
     if record["status"] == "failed":
         print(f"dnn-spring train: error: {record['error']}", file=sys.stderr)
         return 1
@@ -207,4 +223,4 @@ def run(args) -> int:
         print(f"dnn-spring train: the run diverged after {record['epochs_run']} epochs "
               f"(loss {_fmt(record['train_loss'], '.4g')}); its record says status=diverged; "
               "try a smaller --lr", file=sys.stderr)
-    return 0
+    return 0 if written else 1

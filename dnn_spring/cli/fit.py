@@ -46,7 +46,7 @@ def add_parser(subparsers) -> None:
 def _run_fit(args) -> int:
     from dnn_spring._style import save_figure
     from dnn_spring.checks import check_range
-    from dnn_spring.cli.sweep import select_where
+    from dnn_spring.cli.results import select_where
     from dnn_spring.compare import analogy_correlations, fit_sweep, plot_fit_maps
     from dnn_spring.plots import infer_axis
     from dnn_spring.records import load_table, save_table

@@ -33,7 +33,7 @@ def run(args) -> int:
     from dnn_spring.records import load_table
     from dnn_spring.report import plot_proxies, proxy_correlations
 
-    from .sweep import require_ok_runs
+    from .results import require_ok_runs
 
     if args.out:
         check_suffix("--out", args.out, figure_suffixes())

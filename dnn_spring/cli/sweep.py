@@ -1,4 +1,4 @@
-"""The ``sweep``, ``collect`` and ``plot`` sub-commands (phase diagrams, SPEC §6).
+"""The ``sweep`` sub-command (phase diagrams, SPEC §6); ``collect`` and ``plot`` are in :mod:`.results`.
 
     dnn-spring sweep ns_nl --preset quick            # train, resumable
     dnn-spring collect results/ns_nl_quick           # -> results/ns_nl_quick.parquet
@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from ._limits import check_grid, check_model, check_n_train, check_threads
-from ._output import check_suffix, figure_suffixes, output_path, write_figure, write_output
+from ._output import output_path
+from .results import add_collect, add_plot
 
 __all__ = ["add_parser"]
 
@@ -57,6 +58,18 @@ def _add_sweep(subparsers) -> None:
     p.add_argument("--executor", choices=EXECUTORS, default="local",
                    help="local: worker processes here (default); slurm: submit a job array and "
                    "return (--wait to follow it); debug: inline, for tests")
+    _add_slurm_flags(p)
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--reproducible", action="store_true",
+                   help="records the same bit for bit on every x86 CPU with AVX2 (same torch "
+                   "build and threads); sets DNN_SPRING_REPRODUCIBLE=1 for the workers and tasks "
+                   "(the default of --executor slurm)")
+    p.add_argument("--native", action="store_true",
+                   help="with --executor slurm, train the tasks without the reproducible mode")
+    p.set_defaults(func=_run_sweep)
+
+
+def _add_slurm_flags(p) -> None:
     g = p.add_argument_group("Slurm (with --executor slurm; one array task per chunk)")
     g.add_argument("--wait", action="store_true",
                    help="follow the tasks with a progress bar until they leave the queue")
@@ -76,14 +89,6 @@ def _add_sweep(subparsers) -> None:
                    help="checkpoint this long before the time limit (default 120)")
     g.add_argument("--requeues", type=int, default=3,
                    help="most times a task requeues itself at its time limit (default 3)")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
-    p.add_argument("--reproducible", action="store_true",
-                   help="records the same bit for bit on every x86 CPU with AVX2 (same torch "
-                   "build and threads); sets DNN_SPRING_REPRODUCIBLE=1 for the workers and tasks "
-                   "(the default of --executor slurm)")
-    p.add_argument("--native", action="store_true",
-                   help="with --executor slurm, train the tasks without the reproducible mode")
-    p.set_defaults(func=_run_sweep)
 
 
 def _overrides(args) -> dict:
@@ -131,13 +136,8 @@ def _default_workers(device: str) -> int:
     return 1 if not str(device).startswith("cpu") else max(1, os.cpu_count() or 1)
 
 
-def _run_sweep(args) -> int:
-    from dnn_spring.graphs import ENV_FLAG
-    from dnn_spring.grids import default_out_dir
-    from dnn_spring.sweep import RecordWriteError, pending_configs, run_sweep
-
-    if args.workers is not None and args.workers < 1:
-        raise ValueError(f"`--workers` must be >= 1, got {args.workers}")
+def _set_mode(args) -> None:
+    """The reproducible mode: on with --reproducible, and by default on Slurm."""
     if args.reproducible and args.native:
         raise ValueError("`--reproducible` and `--native` exclude each other")
     if args.reproducible:
@@ -150,6 +150,16 @@ def _run_sweep(args) -> int:
         # a cluster's nodes rarely share one CPU model, and a requeued task may resume on
         # another: its tasks run in the mode (sbatch passes this environment on)
         os.environ.update(environment())
+
+
+def _run_sweep(args) -> int:
+    from dnn_spring.graphs import ENV_FLAG
+    from dnn_spring.grids import default_out_dir
+    from dnn_spring.sweep import RecordWriteError, pending_configs, run_sweep
+
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"`--workers` must be >= 1, got {args.workers}")
+    _set_mode(args)
     if args.cuda_graphs:
         os.environ[ENV_FLAG] = "1"  # read by every group, in this process and its workers
     check_threads(args.threads)
@@ -273,127 +283,6 @@ def _print_submission(sweep, summary, out) -> None:
     print(f"when it ends:  dnn-spring collect {out}", file=sys.stderr)
 
 
-def _add_collect(subparsers) -> None:
-    p = subparsers.add_parser(
-        "collect", help="gather a results folder into one table",
-        description="One row per run record; corrupt records are reported and skipped.")
-    p.add_argument("results", help="results folder, e.g. results/ns_nl")
-    p.add_argument("--out", type=output_path,
-                   help="table file, .parquet (lists kept) or .csv (lists as JSON); "
-                   "default <results>.parquet")
-    p.set_defaults(func=_run_collect)
-
-
-def _run_collect(args) -> int:
-    from dnn_spring.records import TABLE_SUFFIXES, collect, table_bytes
-
-    out = Path(args.out or f"{str(args.results).rstrip('/')}.parquet")
-    check_suffix("--out", out, TABLE_SUFFIXES)
-    table = collect(args.results)
-    counts = table["status"].value_counts().to_dict() if len(table) else {}
-    written = write_output(out, table_bytes(table, out), command="collect", what="table",
-                           said=f"collected {len(table)} runs {counts} from {args.results} -> "
-                           "{path}")
-    return 0 if written else 1
-
-
-_PLOTS = {
-    "phase-diagram": ("pd", "one phase-diagram panel: load curves on an accuracy background"),
-    "four-panel": ("pd_four_panel", "several panels (the four MLP sweeps) in one figure"),
-    "curvature": ("curv", "heat map of the curvature c (or --value) over the grid"),
-    "trajectories": ("traj", "log D per layer against epoch in every cell"),
-}
-
-
-def _add_plot(subparsers) -> None:
-    p = subparsers.add_parser("plot", help="phase-diagram figures from results",
-                              description="Figures from results folders or collect tables.")
-    kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
-    for kind, (_, text) in _PLOTS.items():
-        k = kinds.add_parser(kind, help=text, description=text)
-        many = kind == "four-panel"
-        k.add_argument("source", nargs="+" if many else None,
-                       help="results folder(s) or collect table(s) (.parquet/.csv)")
-        k.add_argument("--axis", action="append" if many else "store",
-                       choices=("noise", "lr", "dropout", "batch_size"),
-                       help="noise axis (default: the column that varies)")
-        k.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
-                       help="keep only the runs with this config value (e.g. --where "
-                       "noise=0.4, or a comma list); repeatable")
-        k.add_argument("--out", type=output_path,
-                       help="PNG file (default figs/<kind>_<source name>.png)")
-        k.add_argument("--pdf", action="store_true", help="also write a PDF next to the PNG")
-        k.add_argument("--title", help="figure title (default: the source name)")
-        if kind == "phase-diagram":
-            k.add_argument("--show-logits", action="store_true",
-                           help="mark the logits point as an open circle")
-        if kind in ("phase-diagram", "four-panel"):
-            k.add_argument("--curve", default="log_d", choices=("log_d", "log_d_pinv32"),
-                           help="the load curve drawn: log_d (float64, default) or log_d_pinv32 "
-                           "(the original code's float32 pinv; records of 0.5.0 on)")
-        if kind == "curvature":
-            k.add_argument("--value", default="c", help="column to map (default c)")
-        k.set_defaults(func=_run_plot)
-
-
-def select_where(table, where):
-    """The rows of ``table`` whose fields equal every ``KEY=VALUE`` of ``where``."""
-    from dnn_spring.grids import parse_value
-
-    for item in where:
-        name, sep, text = item.partition("=")
-        name = name.strip()
-        if not sep or not name:
-            raise ValueError(f"`--where` must be KEY=VALUE, got {item!r}")
-        if name not in table.columns:
-            raise ValueError(f"`--where` field {name!r} is not a column of the table")
-        value = parse_value(name, text)
-        kept = table[table[name].isin(value if isinstance(value, list) else [value])]
-        if not len(kept):
-            found = ", ".join(f"{v:g}" if isinstance(v, float) else str(v)
-                              for v in sorted(table[name].dropna().unique()))
-            raise ValueError(f"no run has {name}={text.strip()}; the table has {found}")
-        table = kept
-    return table
-
-
-def _run_plot(args) -> int:
-    from dnn_spring import plots
-    from dnn_spring.records import load_table
-
-    if args.out:
-        check_suffix("--out", args.out, figure_suffixes())
-    sources = args.source if isinstance(args.source, list) else [args.source]
-    names = [Path(str(s).rstrip("/")).stem for s in sources]
-    tables = [select_where(load_table(s), args.where) for s in sources]
-    for source, table in zip(sources, tables):
-        require_ok_runs(table, source)
-    prefix = _PLOTS[args.kind][0]
-    if args.kind == "four-panel":
-        fig = plots.four_panel(tables, axes=args.axis, titles=names, curve=args.curve)
-        default = f"figs/{prefix}.png"
-    else:
-        title = args.title or names[0]
-        if args.kind == "phase-diagram":
-            fig = plots.phase_diagram(tables[0], axis=args.axis, title=title,
-                                      show_logits=args.show_logits, curve=args.curve)
-        elif args.kind == "curvature":
-            fig = plots.curvature_map(tables[0], axis=args.axis, value=args.value, title=title)
-        else:
-            fig = plots.trajectory_grid(tables[0], axis=args.axis, title=title)
-        default = f"figs/{prefix}_{names[0]}.png"
-    return 0 if write_figure(fig, args.out or default, command="plot", pdf=args.pdf) else 1
-
-
-def require_ok_runs(table, source) -> None:
-    """Raise ValueError (one line) when ``table`` has no run with status "ok"."""
-    ok = int((table["status"] == "ok").sum()) if "status" in table.columns else 0
-    if not ok:
-        counts = table["status"].value_counts().to_dict() if "status" in table.columns else {}
-        raise ValueError(f"{source} has no successful run (status ok) to show: "
-                         f"{len(table)} runs {counts}")
-
-
 def add_parser(subparsers) -> None:
     """Register ``sweep``, ``collect`` and ``plot``."""
     if not logging.getLogger("dnn_spring").handlers:
@@ -402,5 +291,5 @@ def add_parser(subparsers) -> None:
         logging.getLogger("dnn_spring").addHandler(handler)
         logging.getLogger("dnn_spring").setLevel(logging.INFO)
     _add_sweep(subparsers)
-    _add_collect(subparsers)
-    _add_plot(subparsers)
+    add_collect(subparsers)
+    add_plot(subparsers)

@@ -9,6 +9,7 @@ forward hook feeds a streaming :class:`~dnn_spring.metrics.FuzzinessAccumulator`
 from __future__ import annotations
 
 import difflib
+import warnings
 
 import pandas as pd
 import torch
@@ -25,10 +26,16 @@ from dnn_spring.metrics import (
     probe_stats,
 )
 from dnn_spring.passes import INPUT, Passes, Recorder, model_device
+from dnn_spring.points import default_points
 from dnn_spring.pooling import (NEXT_TOKEN_BYTES, Featurizer, check_pooling, count_next_tokens,
                                 kept_tokens, warn_wide)
 
-__all__ = ["list_layers", "load_curve", "INPUT"]
+__all__ = ["list_layers", "load_curve", "resolve_layers", "logits_rows", "INPUT",
+           "UNDER_SAMPLED_HELP"]
+
+#: What to do about an under-sampled point (in the warning).
+UNDER_SAMPLED_HELP = ("more samples, `pool=` for sequence outputs, measuring fewer or narrower "
+                      "points (`layers=`), or `project=k`, a seeded random projection to k columns")
 
 
 def list_layers(model: nn.Module, *, types=None, leaves_only: bool = False) -> list:
@@ -59,17 +66,11 @@ def list_layers(model: nn.Module, *, types=None, leaves_only: bool = False) -> l
     return out
 
 
-def _default_layers(model: nn.Module) -> list:
-    if hasattr(model, "load_curve_layers"):
-        return list(model.load_curve_layers())
-    return [name for name, _ in model.named_children()]
-
-
-def _resolve_layers(model: nn.Module, layers) -> list:
-    """Turn a names / type / callable selection into a list of module names."""
+def resolve_layers(model: nn.Module, layers, data=None, target: str = "label") -> list:
+    """Turn a names / type / callable selection (None: :func:`default_points`) into names."""
     modules = dict(model.named_modules())
     if layers is None:
-        names = _default_layers(model)
+        names = default_points(model, data, target=target)
     elif isinstance(layers, str):
         names = [layers]
     elif isinstance(layers, type) or (
@@ -97,10 +98,11 @@ def _resolve_layers(model: nn.Module, layers) -> list:
 def load_curve(model: nn.Module, data, labels=None, layers=None, *, pool="flatten",
                target: str = "label", output=None, max_classes=None,
                class_bytes: int = NEXT_TOKEN_BYTES, distributed=None, batch_size: int = 1024,
-               device=None, probes: bool = False, inverse: bool = True, n_classes=None,
+               device=None, probes: bool = False, inverse: bool = False, n_classes=None,
                rtol: float = DEFAULT_RTOL, cache_bytes: int = 512 * 2**20,
                max_inverse_width: int = DEFAULT_MAX_INVERSE_WIDTH, method: str = "lowrank",
-               warn: bool = True) -> pd.DataFrame:
+               warn: bool = True, logits="auto", project: "int | None" = None,
+               seed: int = 0) -> pd.DataFrame:
     """Measure the separation of classes at each chosen layer of ``model``.
 
     The model is put in eval mode and run under ``no_grad``; every module's
@@ -127,8 +129,11 @@ def load_curve(model: nn.Module, data, labels=None, layers=None, *, pool="flatte
         -100 where there is no target).
     layers : None, str, sequence of str, type, tuple of types or callable
         Module names (``"input"`` is the raw input), every module of a type,
-        or ``callable(name, module) -> bool``.  By default the model's
-        ``load_curve_layers()`` if it has one, else its top-level children.
+        or ``callable(name, module) -> bool``.  By default
+        :func:`~dnn_spring.points.default_points`: the model's own
+        ``load_curve_layers()``, a wrapper's inner model, a ResNet's blocks,
+        a transformer's blocks and head, a Sequential's activations, else the
+        top-level children; the input first for floating-point features.
     pool : {"flatten", "mean", "first", "last"} or callable, default="flatten"
         How a sequence output (N, T, d) becomes one row per sample: the T·d
         numbers side by side, the mean over tokens (masked by the batch's
@@ -161,8 +166,10 @@ def load_curve(model: nn.Module, data, labels=None, layers=None, *, pool="flatte
     probes : bool, default=False
         Add the ``lin_residual`` and ``logistic_loss`` probe columns (slower;
         holds each layer's features in memory; not with distributed sums).
-    inverse : bool, default=True
-        Compute ``log_inv_d`` (needs a p×p matrix; NaN above ``max_inverse_width``).
+    inverse : bool, default=False
+        Also form SS_W (p×p) for ``log_inv_d`` and ``log_d_pinv32`` (NaN
+        without it, and above ``max_inverse_width``); costs O(N·p²) time and
+        an eigendecomposition per point, most of a wide model's time.
     n_classes : int, optional
         Require exactly these classes.
     rtol : float, default=1e-6
@@ -175,33 +182,50 @@ def load_curve(model: nn.Module, data, labels=None, layers=None, *, pool="flatte
         original code's float32 pinv (see :mod:`dnn_spring.conditioning`).
     warn : bool, default=True
         One ``RuntimeWarning`` naming the points where SS_B is near singular,
-        and one ``UserWarning`` naming flattened sequence points wider than
-        :data:`~dnn_spring.pooling.POOL_WARN_WIDTH` columns.
+        one ``UserWarning`` naming flattened sequence points wider than
+        :data:`~dnn_spring.pooling.POOL_WARN_WIDTH` columns, and one
+        ``UserWarning`` naming the under-sampled points.
+    logits : "auto", str, int or None, default="auto"
+        Which point is the logits (``is_logits``): ``"auto"`` takes the
+        model's ``logits_layer`` when it has one, else the points whose
+        tensor is the model's output (see :mod:`dnn_spring.points`); a name
+        or a position names it; None says there is none.
+    project : int, optional
+        Project each point wider than ``project`` columns onto ``project``
+        seeded Gaussian directions (scaled by ``1/sqrt(project)``) before the
+        statistics: a remedy for under-sampled wide points.
+    seed : int, default=0
+        Seed of the projection (one matrix per width).
 
     Returns
     -------
     pandas.DataFrame
         One row per point in forward order with columns ``layer``, ``point``
-        (0, 1, ...), ``module``, ``width``, ``n_samples``, ``log_d``,
+        (0, 1, ...), ``module``, ``width``, ``n_samples``, ``n_classes``, ``log_d``,
         ``log_inv_d``, ``log_trace_ratio``, ``log_d_pinv32`` (NaN where SS_W
         is not formed: ``inverse=False`` or wider than ``max_inverse_width``),
         ``rank_b``, ``max_rank_b``, ``cond_b``, ``near_singular`` (see
         :func:`~dnn_spring.metrics.separation_stats`),
         ``load`` (drop in log D from the previous point, NaN for the first)
-        and ``is_logits`` (the model's ``logits_layer``), plus the probe
-        columns when asked.  ``frame.attrs["wide_sequences"]`` maps the
+        ``is_logits`` (see ``logits``) and ``under_sampled`` (the width is
+        at least ``n_samples − n_classes``, the most directions the
+        within-class scatter can span: some directions then have no spread
+        within classes and the classes separate trivially there, so log D
+        is meaningless), plus the probe columns when asked.  ``frame.attrs["wide_sequences"]`` maps the
         flattened sequence points wider than ``POOL_WARN_WIDTH`` to their width.
     """
     require(range_problem("batch_size", batch_size, 1))
+    if project is not None:
+        require(range_problem("project", project, 1))
     check_pooling(pool, target, output, max_classes)
-    names = _resolve_layers(model, layers)
+    names = resolve_layers(model, layers, data, target)
     device = model_device(model, device)
     next_token = target == "next_token"
     batches = batch_stream(data, labels, batch_size, next_token=next_token)
     summed = use_distributed(distributed)
     if summed and probes:
         raise ValueError("`probes=True` fits its probes on one rank's features: pass distributed=False")
-    featurize, budget = Featurizer(pool, target, output), None
+    featurize, budget = Featurizer(pool, target, output, project=project, seed=seed), None
     if next_token:
         ids, counts = count_next_tokens(batches, summed)
         featurize.keep = kept_tokens(ids, counts, max_classes)
@@ -218,17 +242,38 @@ def load_curve(model: nn.Module, data, labels=None, layers=None, *, pool="flatte
     finally:
         for module, flag in flags.items():
             module.training = flag
-    return _frame(model, order, types, passes, featurize.wide, warn)
+    found = logits_rows(order, model, logits, recorder.logits_points or set())
+    return _frame(model, order, types, passes, featurize.wide, warn, found)
 
 
-def _frame(model, order, types, passes, wide, warn) -> pd.DataFrame:
+def logits_rows(order: list, model, logits, detected: set) -> set:
+    """The points that are the logits, by the rule of :mod:`dnn_spring.points`."""
+    if isinstance(logits, str) and logits == "auto":
+        own = getattr(model, "logits_layer", None)
+        return {own} & set(order) if own is not None else set(detected)
+    if logits is None:
+        return set()
+    if isinstance(logits, str):
+        if logits not in order:
+            raise ValueError(f"`logits` point {logits!r} is not measured; the points are {order}")
+        return {logits}
+    require(range_problem("logits", int(logits), -len(order), len(order) - 1))
+    return {order[int(logits)]}
+
+
+def _frame(model, order, types, passes, wide, warn, logits: set) -> pd.DataFrame:
     results = {point: passes.accs[point].result() for point in order}  # same order on every rank
+    under = [p for p in order if results[p]["width"] >= results[p]["n_samples"] -
+             results[p]["n_classes"]]
     if warn:
         warn_near_singular(list(results.items()), stacklevel=4)
         if wide:
             warn_wide(wide, stacklevel=4)
-    frame = pd.DataFrame([_row(i, point, types[point], results[point], model)
+        if under:
+            warn_under_sampled(under, results, stacklevel=4)
+    frame = pd.DataFrame([_row(i, point, types[point], results[point], point in logits)
                           for i, point in enumerate(order)])
+    frame["under_sampled"] = frame["layer"].isin(under)
     if passes.probes:
         for i, point in enumerate(order):
             feats = torch.cat([f for f, _ in passes.cache[point]])
@@ -240,14 +285,26 @@ def _frame(model, order, types, passes, wide, warn) -> pd.DataFrame:
     return frame
 
 
-def _row(index: int, point: str, module_type: str, stats: dict, model) -> dict:
-    logits = getattr(model, "logits_layer", None)
+def warn_under_sampled(points: list, results: dict, *, stacklevel: int = 3) -> None:
+    """One warning naming the under-sampled points, their widths and the remedies."""
+    named = ", ".join(f"{p} (width {results[p]['width']:,})" for p in points[:6])
+    more = f" and {len(points) - 6} more" if len(points) > 6 else ""
+    first = results[points[0]]
+    warnings.warn(f"under-sampled load-curve points {named}{more}: {first['n_samples']:,} samples "
+                  f"of {first['n_classes']} classes span at most "
+                  f"{first['n_samples'] - first['n_classes']:,} within-class directions, so the "
+                  f"classes separate trivially there and log D means little (frame column "
+                  f"`under_sampled`); use {UNDER_SAMPLED_HELP}", UserWarning, stacklevel=stacklevel)
+
+
+def _row(index: int, point: str, module_type: str, stats: dict, is_logits: bool) -> dict:
     return {
         "layer": point,
         "point": index,
         "module": module_type,
         "width": stats["width"],
         "n_samples": stats["n_samples"],
+        "n_classes": stats["n_classes"],
         "log_d": stats["log_d"],
         "log_inv_d": stats["log_inv_d"],
         "log_trace_ratio": stats["log_trace_ratio"],
@@ -256,5 +313,5 @@ def _row(index: int, point: str, module_type: str, stats: dict, model) -> dict:
         "max_rank_b": stats["max_rank_b"],
         "cond_b": stats["cond_b"],
         "near_singular": stats["near_singular"],
-        "is_logits": logits is not None and point == logits,
+        "is_logits": bool(is_logits),
     }

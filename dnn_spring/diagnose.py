@@ -23,14 +23,13 @@ and reads it the way the phase diagram does (SPEC §3, §6):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
-from dnn_spring.capture import INPUT, load_curve
 from dnn_spring.shape import load_shape
 
 __all__ = ["Diagnosis", "diagnose", "OVERLOAD", "IDLE", "FLAGS"]
@@ -93,38 +92,51 @@ class Diagnosis:
         return fig
 
 
-def diagnose(model, data, labels=None, *, layers=None, **kwargs) -> Diagnosis:
+def diagnose(model, data, labels=None, *, layers=None, probe_size: "int | None" = 512,
+             seed: int = 0, logits="auto", **kwargs) -> Diagnosis:
     """Measure ``model``'s load curve and say which layers are overloaded or idle.
+
+    It measures exactly what a :class:`~dnn_spring.LoadCurveTracker` with the
+    same arguments measures (the same probe set, points and logits), so the
+    tracker and the stress map agree on one model.
 
     Parameters
     ----------
     model, data, labels, layers
-        As in :func:`~dnn_spring.load_curve` (clean training labels).  By
-        default the model's own ``load_curve_layers()``, else the input and
-        every top-level child, so the first layer's load is seen too; with
-        dict batches or ``target="next_token"`` the input (token ids, not
-        features) is left out: pass ``layers=`` (the transformer blocks).
+        As in :func:`~dnn_spring.load_curve` (clean training labels); the
+        points by default are :func:`~dnn_spring.points.default_points`.
+    probe_size : int or None, default=512
+        With tensor data, a seeded subset of this many samples (the
+        tracker's default); None measures every sample.
+    seed : int, default=0
+        Seed of the subset.
+    logits : "auto", str, int or None, default="auto"
+        Which point is the logits (see :func:`~dnn_spring.load_curve`).
     **kwargs
-        Further :func:`~dnn_spring.load_curve` options (``pool``, ``target``,
-        ``output``, ``max_classes``, ``batch_size``, ``device``, ``method``,
-        ...).
+        Further :class:`~dnn_spring.LoadCurveTracker` options (``pool``,
+        ``target``, ``output``, ``max_classes``, ``batch_size``, ``device``,
+        ``method``, ``project``, ...).
 
     Returns
     -------
     Diagnosis
-
-    Raises
-    ------
-    ValueError
-        If the curve has fewer than 3 points without the logits, or a point
-        has no finite log D (a collapsed layer).
+        A curve with fewer than 3 points without the logits, or a point
+        without a finite log D (a collapsed layer), gives one warning and a
+        NaN shape (``regime`` None), and the advice says why.
     """
-    if layers is None and not hasattr(model, "load_curve_layers"):
-        layers = [name for name, _ in model.named_children()]
-        if kwargs.get("target", "label") != "next_token" and not _dict_batches(data):
-            layers = [INPUT] + layers
-    frame = load_curve(model, data, labels, layers, **kwargs)
-    shape = load_shape(frame)
+    from dnn_spring.tracker import LoadCurveTracker
+
+    tracker = LoadCurveTracker(model, data, labels, layers=layers, probe_size=probe_size,
+                               seed=seed, logits=logits, **kwargs)
+    with warnings.catch_warnings():  # the tracker's own few-points warning: said below instead
+        warnings.filterwarnings("ignore", message="the load curve has")
+        frame = tracker.measure(keep=False)
+    try:
+        shape = load_shape(frame)
+    except ValueError as exc:
+        warnings.warn(f"no load-curve shape for {type(model).__name__}: {exc}", UserWarning,
+                      stacklevel=2)
+        shape = None
     hidden = ~frame["is_logits"].astype(bool) & (frame["point"] > 0)
     loads = frame["load"].where(hidden)
     total = float(loads.sum())
@@ -138,35 +150,49 @@ def diagnose(model, data, labels=None, *, layers=None, **kwargs) -> Diagnosis:
         "load": frame["load"], "share": share,
         "flag": np.where(share.notna(), flag, "ok"),
         "is_logits": frame["is_logits"], "rank_b": frame["rank_b"], "cond_b": frame["cond_b"],
-        "near_singular": frame["near_singular"],
+        "near_singular": frame["near_singular"], "under_sampled": frame["under_sampled"],
     })
-    summary = {"v": shape.v, "c": shape.c, "c_rel": shape.c_rel, "fit_slope": shape.slope,
-               "fit_intercept": shape.intercept, "fit_r2": shape.r2, "regime": shape.regime}
-    return Diagnosis(table, summary, _advice(shape, table))
+    names = ("v", "c", "c_rel", "fit_slope", "fit_intercept", "fit_r2")
+    summary = dict.fromkeys(names, float("nan")) | {"regime": None}
+    if shape is not None:
+        summary = {"v": shape.v, "c": shape.c, "c_rel": shape.c_rel, "fit_slope": shape.slope,
+                   "fit_intercept": shape.intercept, "fit_r2": shape.r2, "regime": shape.regime}
+    return Diagnosis(table, summary, _advice(shape, table, total, _knobs(model)))
 
 
-def _dict_batches(data) -> bool:
-    """Whether ``data`` yields dict batches (Hugging Face style); reads its first batch."""
-    if isinstance(data, (torch.Tensor, np.ndarray)) or isinstance(data, Mapping):
-        return False
-    try:
-        return isinstance(next(iter(data), None), Mapping)
-    except TypeError:  # not iterable: load_curve says so
-        return False
+def _knobs(model) -> dict:
+    """What the model has to turn: a LeakyReLU slope, dropout."""
+    modules = list(model.modules())
+    return {"slope": any(isinstance(m, torch.nn.LeakyReLU) for m in modules),
+            "dropout": any(isinstance(m, torch.nn.modules.dropout._DropoutNd) for m in modules)}
 
 
-def _advice(shape, table: pd.DataFrame) -> str:
+def _advice(shape, table: pd.DataFrame, total: float, knobs: dict) -> str:
+    if shape is None:
+        return ("No shape: the curve needs at least 3 points with a finite log D besides the "
+                "logits; choose more points with `layers=`.")
+    if not total > 0:
+        return (f"The curve rises (total load {total:.2f} <= 0): the last hidden point separates "
+                "the classes no better than the first, so the layers undo separation on balance "
+                "and no layer's share is defined. An untrained or diverged network, or labels "
+                "the model has not learned, look like this; train it (or check the labels) first.")
     named = {f: table.loc[table["flag"] == f, "layer"].tolist() for f in ("overloaded", "idle")}
+    more_noise = "a larger learning rate, a smaller batch, " + \
+        ("more dropout" if knobs["dropout"] else "dropout") + ", label smoothing"
+    less_noise = "a smaller learning rate, a larger batch, " + \
+        ("less dropout" if knobs["dropout"] else "no dropout") + ", less label smoothing"
     if shape.regime == "concave":
         text = (f"The deep layers carry most of the load (concave curve, c = {shape.c:.2f}), as in "
-                "the low-noise, strongly nonlinear corner of the phase diagram: add training noise "
-                "(a larger learning rate, a smaller batch, dropout) or make the activations more "
-                "linear (a larger LeakyReLU slope) to even the load.")
+                f"the low-noise, strongly nonlinear corner of the phase diagram: add training "
+                f"noise ({more_noise})"
+                + (" or make the activations more linear (a larger LeakyReLU slope)"
+                   if knobs["slope"] else "") + " to even the load.")
     elif shape.regime == "convex":
         text = (f"The shallow layers carry most of the load (convex curve, c = {shape.c:.2f}), as "
-                "on the noisy or near-linear side of the phase diagram: reduce the training noise "
-                "(a smaller learning rate, a larger batch, less dropout) or make the activations "
-                "more nonlinear (a smaller LeakyReLU slope) to even the load.")
+                f"on the noisy or near-linear side of the phase diagram: reduce the training "
+                f"noise ({less_noise})"
+                + (" or make the activations more nonlinear (a smaller LeakyReLU slope)"
+                   if knobs["slope"] else "") + " to even the load.")
     elif named["overloaded"] or named["idle"]:
         text = (f"The first and last layers carry similar loads (linear by c = {shape.c:.2f}), "
                 f"but the load is uneven in between (v = {shape.v:.2f}): the flagged layers below "

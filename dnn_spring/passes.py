@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from dnn_spring.distributed import all_gather
-from dnn_spring.pooling import Featurizer, check_class_budget
+from dnn_spring.points import model_output_tensor
+from dnn_spring.pooling import Featurizer, check_class_budget, pick_tensor
 
 __all__ = ["INPUT", "Recorder", "Passes", "model_device"]
 
@@ -39,6 +40,9 @@ class Recorder:
         self.order: list = []
         self.types: dict = {}
         self.sink: Callable | None = None
+        #: Points whose tensor is the model's output (found in the first forward; None before).
+        self.logits_points: "set | None" = None
+        self._picked: dict = {}  # the first forward's picked tensors, to compare with the output
         self._calls: dict = {}
         self._handles = []
 
@@ -49,6 +53,7 @@ class Recorder:
         for name in dict.fromkeys(self.names):
             if name != INPUT:
                 self._handles.append(modules[name].register_forward_hook(self._make_hook(name)))
+        self._handles.append(self.model.register_forward_hook(self._output_hook))
         return self
 
     def __exit__(self, *exc):
@@ -66,7 +71,16 @@ class Recorder:
         if point not in self.types:
             self.order.append(point)
             self.types[point] = module_type
+        if self.logits_points is None and name != INPUT:
+            self._picked[point] = pick_tensor(value, name, self.featurize.output)
         self.sink(point, *self.featurize(point, value))
+
+    def _output_hook(self, module, args, output):
+        """After the first forward: the points whose tensor is the model's output (the logits)."""
+        if self.logits_points is None:
+            out = model_output_tensor(output, self.featurize.output)
+            self.logits_points = {p for p, t in self._picked.items() if out is not None and t is out}
+            self._picked = {}
 
     def _pre_hook(self, module, args, kwargs):
         self._emit(INPUT, "input", (args, kwargs))  # positional inputs first, then keywords
@@ -79,7 +93,11 @@ class Recorder:
 
 def model_device(model: nn.Module, device):
     if device is not None:
-        return torch.device(device)
+        try:
+            return torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"`device` must be a torch device such as 'cpu', 'cuda' or "
+                             f"'cuda:0', got {device!r}") from None
     for tensor in list(model.parameters()) + list(model.buffers()):
         return tensor.device
     return torch.device("cpu")
@@ -105,7 +123,15 @@ def _run_pass(model, recorder, batches, device, sink, after_first=None):
     for i, batch in enumerate(batches()):
         batch = batch.to(device, dtype)
         recorder.start_batch(batch)
-        batch.call(model)
+        try:
+            batch.call(model)
+        except RuntimeError as exc:
+            inputs = batch.inputs
+            if dtype is None or not isinstance(inputs, torch.Tensor) or inputs.is_floating_point():
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"`data` of dtype {inputs.dtype} does not fit a {dtype} model "
+                             f"({first}); pass floating-point features, e.g. x.float()") from None
         if i == 0 and after_first is not None:
             after_first()
 

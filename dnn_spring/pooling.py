@@ -122,9 +122,12 @@ class Featurizer:
     Call :meth:`start` with each batch before the model runs on it.
     """
 
-    def __init__(self, pool="flatten", target="label", output=None, keep=None):
+    def __init__(self, pool="flatten", target="label", output=None, keep=None, *,
+                 project=None, seed=0):
         self.pool, self.target, self.output = pool, target, output
         self.keep = keep  # next-token classes kept (None: all)
+        self.project, self.seed = project, int(seed)
+        self._projections: dict = {}  # width -> (width, project) matrix
         self.wide: dict = {}  # flattened sequence points wider than POOL_WARN_WIDTH: width
         self._batch = self._y = self._valid = None
 
@@ -142,6 +145,17 @@ class Featurizer:
         self._valid, self._y = next_token_targets(batch, self.keep)
 
     def __call__(self, name: str, value):
+        feats, y = self._features(name, value)
+        if self.project is None or feats.shape[1] <= self.project:
+            return feats, y
+        width = feats.shape[1]
+        if width not in self._projections:  # one seeded matrix per width, made on the CPU
+            gen = torch.Generator().manual_seed(self.seed)
+            matrix = torch.randn(width, self.project, generator=gen, dtype=torch.float64)
+            self._projections[width] = matrix / self.project ** 0.5
+        return feats @ self._projections[width].to(feats.device), y
+
+    def _features(self, name: str, value):
         tensor = pick_tensor(value, name, self.output)
         if tensor.is_nested:  # nn.TransformerEncoder's fast path under a padding mask
             tensor = _unnested(tensor, self._batch.mask)

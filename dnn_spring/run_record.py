@@ -146,7 +146,8 @@ def finish_record(record: dict, model, data, *, hessian: bool) -> dict:
         record["test_acc"] = accuracy(model, data.x_test, data.y_test)
         # Records keep rank_b and cond_b per point; the user reads them instead of a warning.
         frame = load_curve(model, data.x_train, labels=data.y_train, n_classes=data.n_classes,
-                           warn=False, distributed=False)  # one run's own model, never summed over ranks
+                           inverse=True, warn=False,  # records keep log_inv_d and log_d_pinv32
+                           distributed=False)  # one run's own model, never summed over ranks
     record["layers"] = [str(v) for v in frame["layer"]]
     for column in ("log_d", "log_inv_d", "log_trace_ratio", "log_d_pinv32", "cond_b"):
         record[column] = [finite_or_none(v) for v in frame[column]]

@@ -44,6 +44,7 @@ it is).  To measure on one rank alone, pass ``distributed=False``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -51,7 +52,7 @@ import pandas as pd
 import torch
 
 from dnn_spring._style import figure_style
-from dnn_spring.capture import load_curve
+from dnn_spring.capture import load_curve, warn_under_sampled
 from dnn_spring.checks import range_problem, require
 from dnn_spring.conditioning import warn_near_singular
 from dnn_spring.pooling import NEXT_TOKEN_BYTES, check_pooling, warn_wide
@@ -79,8 +80,9 @@ class LoadCurveTracker:
         Measure when the call count of :meth:`step` (or :meth:`epoch_end`) is
         a multiple of ``every``.
     layers : see :func:`~dnn_spring.load_curve`
-        Which points to measure (default: the model's own points or its
-        top-level children).
+        Which points to measure (default:
+        :func:`~dnn_spring.points.default_points`, the same points as
+        :func:`~dnn_spring.load_curve` and :func:`~dnn_spring.diagnose`).
     probe_size : int or None, default=512
         Samples of tensor data kept as the probe set (a seeded subset); None
         keeps all.
@@ -102,9 +104,15 @@ class LoadCurveTracker:
     batch_size, device, n_classes, class_bytes
         Passed to :func:`~dnn_spring.load_curve`.
     warn : bool, default=True
-        Give the near-singular warning and the wide-sequence warning of
-        :func:`~dnn_spring.load_curve` (each once per tracker); records keep
-        ``rank_b`` and ``cond_b`` anyway.
+        Give the near-singular, wide-sequence and under-sampled warnings of
+        :func:`~dnn_spring.load_curve`, and one when the curve has fewer than
+        3 points without the logits (its shape is then NaN), each once per
+        tracker; records keep ``rank_b`` and ``cond_b`` anyway.
+    logits : "auto", str, int or None, default="auto"
+        Which point is the logits (see :func:`~dnn_spring.load_curve`).
+    project : int, optional
+        A seeded random projection of wide points (see
+        :func:`~dnn_spring.load_curve`).
 
     Attributes
     ----------
@@ -116,7 +124,8 @@ class LoadCurveTracker:
                  probe_size: "int | None" = _DEFAULT_PROBE, seed: int = 0, method: str = "lowrank",
                  pool="flatten", target: str = "label", output=None, max_classes=None,
                  distributed=None, batch_size: int = 1024, device=None, n_classes=None,
-                 class_bytes: int = NEXT_TOKEN_BYTES, warn: bool = True):
+                 class_bytes: int = NEXT_TOKEN_BYTES, warn: bool = True, logits="auto",
+                 project: "int | None" = None):
         require(range_problem("every", every, 1))
         if probe_size is not None:
             require(range_problem("probe_size", probe_size, 2))
@@ -128,12 +137,12 @@ class LoadCurveTracker:
         self._kwargs = {"batch_size": batch_size, "device": device, "n_classes": n_classes,
                         "pool": pool, "target": target, "output": output,
                         "max_classes": max_classes, "class_bytes": class_bytes,
-                        "distributed": distributed}
+                        "distributed": distributed, "logits": logits, "project": project}
         self._data, self._labels = _probe_set(data, labels, probe_size, seed, target == "next_token")
         self.steps = 0
         self.epochs = 0
         self._frames = []
-        self._warned = self._warned_wide = not warn
+        self._warned = self._warned_wide = self._warned_few = self._warned_under = not warn
 
     # -- counting -----------------------------------------------------------
     def step(self) -> "pd.DataFrame | None":
@@ -167,6 +176,17 @@ class LoadCurveTracker:
         if not self._warned_wide and frame.attrs.get("wide_sequences"):
             self._warned_wide = True
             warn_wide(frame.attrs["wide_sequences"], stacklevel=3)
+        if not self._warned_under and frame["under_sampled"].any():
+            self._warned_under = True
+            rows = frame[frame["under_sampled"]]
+            warn_under_sampled(list(rows["layer"]), {r["layer"]: r for _, r in rows.iterrows()},
+                               stacklevel=3)
+        hidden = int((~frame["is_logits"].astype(bool)).sum())
+        if not self._warned_few and hidden < 3:
+            self._warned_few = True
+            warnings.warn(f"the load curve has {hidden} point(s) without the logits "
+                          f"({list(frame['layer'])}); its shape (c, v, regime) needs at least 3 "
+                          "and is NaN: pass `layers=`", UserWarning, stacklevel=3)
         frame.insert(0, "measurement", len(self._frames) if keep else -1)
         frame.insert(1, "step", self.steps)
         frame.insert(2, "epoch", self.epochs)

@@ -23,8 +23,8 @@ Trainer when the Trainer announces itself (``on_init_end``, or
 looking for it in the calling frames; set ``callback.trainer`` to choose it
 yourself.
 
-Layers default to the model's transformer blocks
-(:func:`~dnn_spring.blocks.transformer_blocks` states the rule); ``layers=``
+Layers default to the model's transformer blocks and its output head
+(:func:`~dnn_spring.points.default_points` states the rule); ``layers=``
 takes names, a block class or a callable as :func:`~dnn_spring.load_curve`
 does.  Under ``torch.distributed`` every process measures (a sharded model
 needs every rank for its forward pass) and, as :func:`~dnn_spring.load_curve`
@@ -41,7 +41,7 @@ import warnings
 
 import pandas as pd
 
-from dnn_spring.blocks import transformer_blocks
+from dnn_spring.points import default_points
 from dnn_spring.pooling import check_pooling
 from dnn_spring.tracker import SHAPE_COLUMNS, LoadCurveTracker
 
@@ -89,7 +89,8 @@ class LoadCurveCallback(_base()):
         Measure after every ``every``-th optimiser step; None: only at
         evaluations (``at_evaluate``) and at the start (``at_start``).
     layers : optional
-        Which points; default the model's transformer blocks.
+        Which points; default the model's transformer blocks and its head
+        (:func:`~dnn_spring.points.default_points`).
     pool : {"mean", "first", "last", "flatten"} or callable, optional
         How a block's (batch, tokens, width) output becomes one feature
         vector per sample (see :func:`~dnn_spring.load_curve`).  Default
@@ -164,7 +165,7 @@ class LoadCurveCallback(_base()):
         if model is None:
             return
         if self.tracker is None:
-            layers = self.layers if self.layers is not None else transformer_blocks(model)
+            layers = self.layers if self.layers is not None else default_points(model)
             self.tracker = LoadCurveTracker(model, self.probe, self.labels, layers=layers,
                                             pool=self.pool, target=self.target,
                                             **self.tracker_kwargs)

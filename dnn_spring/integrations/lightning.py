@@ -4,7 +4,7 @@
     callback = LoadCurveCallback(x_probe, y_probe, every=1)          # every epoch
     trainer = lightning.Trainer(callbacks=[callback], max_epochs=10)
     trainer.fit(module, loader)
-    callback.tracker.history                                          # as LoadCurveTracker's
+    callback.history                                                  # as LoadCurveTracker's
 
 The callback makes a :class:`~dnn_spring.LoadCurveTracker` on the
 LightningModule when fitting starts and measures it at the end of every
@@ -54,7 +54,10 @@ class LoadCurveCallback(_base()):
         Log ``load_curve/c``, ``/v`` and ``/final_log_d`` with ``pl_module.log``.
     **tracker_kwargs
         Further :class:`~dnn_spring.LoadCurveTracker` options (``layers``,
-        ``probe_size``, ``seed``, ...).
+        ``logits``, ``probe_size``, ``seed``, ...).  By default the points
+        are those of the model the LightningModule wraps (a module whose
+        parameters all sit in one child, ``self.net``, is looked through; see
+        :func:`~dnn_spring.points.default_points`).
     """
 
     def __init__(self, data, labels=None, *, every: int = 1, interval: str = "epoch",
@@ -65,6 +68,15 @@ class LoadCurveCallback(_base()):
         self.data, self.labels, self.every, self.interval = data, labels, every, interval
         self.log, self.tracker_kwargs = log, {"distributed": False, **tracker_kwargs}
         self.tracker = None
+
+    @property
+    def history(self):
+        """Every measurement so far (:attr:`LoadCurveTracker.history`); empty before fitting."""
+        if self.tracker is None:
+            import pandas as pd
+
+            return pd.DataFrame()
+        return self.tracker.history
 
     def on_fit_start(self, trainer, pl_module):
         if self.tracker is None:

@@ -7,9 +7,10 @@ curve.  In order:
 
 1. a model with ``load_curve_layers()`` (the package's ``MLP`` and ``CNN``)
    gives its own points;
-2. a *wrapper* (no parameters of its own and exactly one child that has
-   some: a ``LightningModule`` holding ``self.net``, a
-   ``DistributedDataParallel``) is looked through, names prefixed;
+2. a *wrapper* (not a container, no parameters of its own, and exactly
+   one child that has some and has children: a ``LightningModule`` holding
+   ``self.net``, a ``DistributedDataParallel``) is looked through, names
+   prefixed;
 3. a torchvision ResNet (``layer1`` .. ``layer4`` and ``fc``): the stem's
    output (``maxpool``), every residual block, and ``fc``;
 4. a transformer (:func:`~dnn_spring.transformer_blocks` finds its blocks):
@@ -55,10 +56,16 @@ def _has_parameters(module: nn.Module) -> bool:
 
 
 def _wrapped(model: nn.Module) -> "tuple[str, nn.Module] | None":
-    if next(model.parameters(recurse=False), None) is not None:
+    """The one inner model of a wrapper: not a container itself, no parameters of its own,
+    and one child with parameters that has children of its own (a loss module beside it
+    is fine)."""
+    if isinstance(model, (nn.Sequential, nn.ModuleList, nn.ModuleDict)) \
+            or next(model.parameters(recurse=False), None) is not None:
         return None
     children = [(name, child) for name, child in model.named_children() if _has_parameters(child)]
-    return children[0] if len(children) == 1 else None
+    if len(children) != 1 or next(children[0][1].children(), None) is None:
+        return None
+    return children[0]
 
 
 def _is_resnet(model: nn.Module) -> bool:

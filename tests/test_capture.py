@@ -31,7 +31,7 @@ def _sequential(seed=0):
 def test_sequential_default_points_match_direct_features():
     model = _sequential()
     x, y = _data()
-    curve = load_curve(model, x, y)
+    curve = load_curve(model, x, y, layers=["0", "1", "2", "3", "4"], inverse=True)
     assert list(curve["layer"]) == ["0", "1", "2", "3", "4"]
     assert list(curve["point"]) == [0, 1, 2, 3, 4]
     assert list(curve["module"]) == ["Linear", "ReLU", "Linear", "LeakyReLU", "Linear"]
@@ -158,11 +158,13 @@ def test_resnet18_names_order_and_mode():
     model.train()
     x, y = _data(n=24, shape=(3, 32, 32), classes=4)
     curve = load_curve(model, x, y, batch_size=8)
-    expected = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4",
-                "avgpool", "fc"]
+    # The documented default for a torchvision ResNet: the input, the stem, every block, fc.
+    expected = ["input", "maxpool"] + [f"layer{i}.{b}" for i in range(1, 5) for b in (0, 1)] + ["fc"]
     assert list(curve["layer"]) == expected
-    assert list(curve["width"]) == [64 * 16 * 16, 64 * 16 * 16, 64 * 16 * 16, 64 * 8 * 8,
-                                    64 * 8 * 8, 128 * 4 * 4, 256 * 2 * 2, 512, 512, 4]
+    assert list(curve["width"]) == [3 * 32 * 32, 64 * 8 * 8, 64 * 8 * 8, 64 * 8 * 8,
+                                    128 * 4 * 4, 128 * 4 * 4, 256 * 2 * 2, 256 * 2 * 2,
+                                    512, 512, 4]
+    assert list(curve["is_logits"]) == [False] * 10 + [True]  # found as the model's output
     assert model.training and all(m.training for m in model.modules())
     assert np.isfinite(curve["log_d"]).all()
     nested = load_curve(model, x, y, layers=nn.ReLU, batch_size=8, inverse=False)

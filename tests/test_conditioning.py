@@ -140,13 +140,14 @@ def test_a_rank_deficient_layer_by_design_is_named_once():
     torch.manual_seed(0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        frame = load_curve(model.double(), x, y)
+        frame = load_curve(model.double(), x, y, inverse=True)
     near = [w for w in caught if "near singular" in str(w.message)]
     assert len(near) == 1
     message = str(near[0].message)
     assert "at 2 (rank_b 3 of 9" in message
     assert "0 (rank_b" not in message and "1 (rank_b" not in message
-    assert list(frame["rank_b"]) == [9, 3, 3]
+    assert list(frame["layer"]) == ["input", "0", "1", "2"]  # the input first for features
+    assert list(frame["rank_b"]) == [9, 9, 3, 3]
     assert (frame["cond_b"] >= 1).all()
     assert np.allclose(frame["log_d_pinv32"], frame["log_d"], atol=1e-3)
 

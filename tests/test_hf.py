@@ -14,7 +14,7 @@ from dnn_spring import LoadCurveTracker, load_curve
 from dnn_spring.integrations.hf import LoadCurveCallback
 
 transformers.logging.set_verbosity_error()
-LAYERS = ["transformer.h.0", "transformer.h.1", "transformer.h.2"]
+LAYERS = ["transformer.h.0", "transformer.h.1", "transformer.h.2", "lm_head"]  # the default rule
 
 
 def _model(seed=0):
@@ -83,7 +83,7 @@ def test_rows_equal_load_curve_at_the_same_steps_and_reach_the_logs(tmp_path):
     trainer.train()
     history = callback.history
     assert sorted(history["step"].unique()) == [2, 4]
-    assert list(history["layer"].unique()) == LAYERS  # the blocks, found by the default rule
+    assert list(history["layer"].unique()) == LAYERS  # the blocks and the head
     for step, model in snapshots.models.items():
         want = load_curve(model, probe, layers=LAYERS, pool="mean", inverse=False)
         got = history[history["step"] == step]

@@ -32,7 +32,7 @@ def test_callback_measures_every_epoch_and_logs(tmp_path):
     g = torch.Generator().manual_seed(0)
     y = torch.arange(400) % 4
     x = 3 * torch.randn(4, 20, generator=g)[y] + torch.randn(400, 20, generator=g)
-    callback = LoadCurveCallback(x, y, every=2, layers=["body.1", "body.3", "body.4"])
+    callback = LoadCurveCallback(x, y, every=2)  # the default points: through the wrapper
     trainer = lightning.Trainer(max_epochs=4, callbacks=[callback], logger=False,
                                 enable_checkpointing=False, enable_progress_bar=False,
                                 enable_model_summary=False, default_root_dir=tmp_path,
@@ -41,9 +41,13 @@ def test_callback_measures_every_epoch_and_logs(tmp_path):
     trainer.fit(net, DataLoader(TensorDataset(x, y), batch_size=50))
     history = callback.tracker.history
     assert sorted(history["epoch"].unique()) == [2, 4]
-    final = load_curve(net, x, y, ["body.1", "body.3", "body.4"], inverse=False)["log_d"]
+    assert list(history["layer"].unique()) == ["input", "body.1", "body.3", "body.4"]
+    assert list(history.drop_duplicates("layer")["is_logits"]) == [False, False, False, True]
+    final = load_curve(net, x, y)["log_d"]
     np.testing.assert_allclose(history[history["epoch"] == 4]["log_d"], final, rtol=1e-6)
-    assert "load_curve/c" in trainer.callback_metrics
+    assert np.isfinite(float(trainer.callback_metrics["load_curve/c"]))
+    assert np.isfinite(float(trainer.callback_metrics["load_curve/v"]))
+    assert callback.history is callback.tracker.history or callback.history.equals(history)
 
 
 def test_the_package_imports_lightning_only_when_the_callback_is_used():

@@ -239,7 +239,7 @@ def test_a_wide_flattened_sequence_warns_once():
         tracker.measure()
         tracker.measure()
     wide = [str(w.message) for w in caught if issubclass(w.category, UserWarning)
-            and "pool=" in str(w.message)]
+            and "flattened wider" in str(w.message)]
     assert len(wide) == 2, wide  # one per load_curve call with wide points, one per tracker
     assert "emb" in wide[0] and "b0" in wide[0] and "b2" in wide[0] and f"{length * WIDTH:,}" in wide[0]
     assert curve.attrs["wide_sequences"] == {"emb": length * WIDTH, "b0": length * WIDTH,
@@ -265,7 +265,7 @@ def test_bad_input_is_one_line_each():
     classifier = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
     tokens = torch.randint(0, 3, (20, 4)).float()
     with pytest.raises(ValueError, match=r"target='next_token' needs sequence outputs \(N, T, d\).*"
-                                         r"layer '0' gave shape \(20, 8\)") as e:
+                                         r"layer '1' gave shape \(20, 8\)") as e:
         load_curve(classifier, tokens, target="next_token")
     _one_line(e)
     with pytest.raises(ValueError, match=r"no 'labels' entry.*target='label'") as e:

@@ -67,7 +67,10 @@ def test_epochs_loaders_and_the_figure():
     assert list(epochs) == [2, 4] and curves.shape == (2, len(names))
     assert list(tracker.history["measurement"].unique()) == [0, 1]
     fig = tracker.plot(x="epoch")
-    assert fig.axes[0].get_xlabel() == "epoch" and len(fig.axes[0].lines) == len(names)
+    # the documented points of a Sequential: the input, each activation, the last child (the
+    # logits, found as the model's output and left out of the figure)
+    assert names == ["input", "1", "3", "5", "6"]
+    assert fig.axes[0].get_xlabel() == "epoch" and len(fig.axes[0].lines) == len(names) - 1
     reference = load_curve(model, x, y, inverse=False)["log_d"].to_numpy()
     np.testing.assert_allclose(tracker.history.tail(len(names))["log_d"], reference, rtol=1e-6)
 

@@ -13,9 +13,10 @@ $(BIN)/dnn-spring: pyproject.toml
 
 install: $(BIN)/dnn-spring
 
-# Quick noise x slope phase diagram on the embedded MNIST (mnist5k) -> figs/pd_ns_nl_quick.png
+# Quick noise x slope phase diagram on the embedded MNIST (mnist5k) -> results/figs/pd_ns_nl_quick.png
+# (git-ignored: the committed figs/ are not rewritten)
 demo: install
-	PATH="$(abspath $(BIN)):$$PATH" PRESET=quick bash bash/test_pd_ns_nl.sh
+	PATH="$(abspath $(BIN)):$$PATH" PRESET=quick FIGDIR=results/figs bash bash/test_pd_ns_nl.sh
 
 test: install
 	$(BIN)/python -m pytest

@@ -365,3 +365,19 @@ def test_report_warns_when_it_pools_different_epochs(tmp_path, caplog):
         assert main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "--boot", "20"]) == 0
     (line,) = [r.getMessage() for r in caplog.records]
     assert line == "panel 'all' mixes runs with different ['epochs']; its ρ pools them"
+
+
+def test_make_demo_writes_its_figure_into_a_git_ignored_folder():
+    """`make demo` must leave the repository clean: its figure goes where git ignores it."""
+    import re
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    recipe = (root / "Makefile").read_text().split("\ndemo:", 1)[1].split("\n\n", 1)[0]
+    figdir = re.search(r"FIGDIR=(\S+)", recipe)
+    assert figdir, "the demo target sets no FIGDIR: it would rewrite the committed figs/"
+    figure = f"{figdir.group(1)}/pd_ns_nl_quick.png"
+    tracked = subprocess.run(["git", "ls-files", "--error-unmatch", figure], cwd=root,
+                             capture_output=True)
+    ignored = subprocess.run(["git", "check-ignore", "-q", figure], cwd=root)
+    assert tracked.returncode != 0 and ignored.returncode == 0, figure

@@ -16,8 +16,10 @@ A run record is a flat, JSON-serialisable dict: every config field of
    Hessian numbers; or :func:`fail_record` marks the run "failed" with a one-line
    error.
 
-:func:`check_record` states the schema a record file must meet
-(:mod:`dnn_spring.records` reads and writes the files).
+:func:`check_record` states the schema a record file must meet, and
+:func:`sense_problems` what a schema-valid record must mean: its config
+hashing to its key, accuracies in [0, 1], a status that agrees with its
+fields (:mod:`dnn_spring.records` reads and writes the files).
 """
 
 from __future__ import annotations
@@ -32,13 +34,13 @@ from . import reproducible
 from ._version import __version__
 from .capture import load_curve
 from .tracker import LoadCurveTracker
-from .config import RunConfig
+from .config import RunConfig, flat_field_names
 from .hessian import hessian_top_eigenvalue, hessian_trace
 from .shape import load_shape
 
 __all__ = ["new_record", "finish_record", "finish_or_fail", "fail_record", "check_record",
            "accuracy", "curve_log_d", "trajectory_tracker", "finite_or_none", "short_repr", "STATUSES", "FINISHED_STATUSES",
-           "CURVE_FIELDS"]
+           "CURVE_FIELDS", "sense_problems"]
 
 #: Every status a record can have.
 STATUSES = ("ok", "diverged", "failed")
@@ -305,4 +307,75 @@ def check_record(record) -> list:
         problems.append(f"the load-curve lists must have one length, got {lengths}")
     if "trajectory" in record:
         problems.append(_trajectory_problem(record["trajectory"]))
+    problems = [p for p in problems if p]
+    return problems or sense_problems(record)
+
+
+# --------------------------------------------------------------------------- sense
+
+
+def _key_problem(record: dict) -> "str | None":
+    try:
+        config = RunConfig.from_flat({name: record[name] for name in flat_field_names()})
+    except ValueError as exc:
+        return f"its config is invalid: {str(exc).splitlines()[0]}"
+    if config.key() != record["key"]:
+        return (f"its config hashes to {config.key()}, not to its `key` {record['key']}: "
+                "a config field was changed after the run")
+    return None
+
+
+def _range_problems(record: dict) -> list:
+    problems = []
+    for name in ("test_acc", "train_acc"):
+        value = record.get(name)
+        if value is not None and not 0.0 <= value <= 1.0:
+            problems.append(f"`{name}` must lie in [0, 1], got {short_repr(value)}")
+    for name in ("train_loss", "wall_time"):
+        value = record.get(name)
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            problems.append(f"`{name}` must be a finite number >= 0, got {short_repr(value)}")
+    epochs_run = record.get("epochs_run")
+    if epochs_run is not None and not 0 <= epochs_run <= record["epochs"]:
+        problems.append(f"`epochs_run` must lie in [0, epochs={record['epochs']}], got {epochs_run}")
+    return problems
+
+
+def _status_problems(record: dict) -> list:
+    status, reason = record["status"], record.get("stop_reason")
+    problems = []
+    if status == "failed" and "error" in record and record["error"] is None:
+        problems.append("a failed record must say why in `error`, got null")
+    if reason is not None and (status == "diverged") != (reason == "diverged"):
+        problems.append(f"`status` {status!r} contradicts `stop_reason` {reason!r}")
+    if status != "ok":
+        return problems
+    for name in ("train_loss", "train_acc", "test_acc"):
+        if name in record and record[name] is None:
+            problems.append(f"an ok record must have `{name}`, got null")
+    log_d = record.get("log_d")
+    if log_d is not None and not any(v is not None for v in log_d):
+        problems.append(f"an ok record must have a load curve, got `log_d` {short_repr(log_d)}")
+    width = len(record.get("layers", log_d or []))
+    for i, step in enumerate(record.get("trajectory") or []):
+        if len(step["log_d"]) != width:
+            problems.append(f"`trajectory[{i}].log_d` has {len(step['log_d'])} points, "
+                            f"the load curve {width}")
+            break
+    return problems
+
+
+def sense_problems(record: dict) -> list:
+    """Every way a schema-valid ``record`` makes no sense (empty when it does).
+
+    The config hashes to ``key`` (a config field edited after the run is
+    caught); accuracies lie in [0, 1]; ``train_loss`` and ``wall_time`` are
+    finite and >= 0; ``0 <= epochs_run <= epochs``; a "failed" record has an
+    ``error``; ``status`` is "diverged" exactly when ``stop_reason`` is; an
+    "ok" record has its losses and accuracies (where the fields are present),
+    a ``log_d`` that is not all null, and trajectory curves as long as its
+    load curve.
+    """
+    problems = [_key_problem(record)] if isinstance(record.get("key"), str) else []
+    problems += _range_problems(record) + _status_problems(record)
     return [p for p in problems if p]

@@ -40,6 +40,7 @@ from .batched import train_group
 from .config import RunConfig
 from .grouping import max_group_size
 from .preempt import Preempted, stop_requested
+from .locks import running_lock
 from .records import (FINISHED_STATUSES, CorruptRecordError, RecordWriteError, read_record,
                       record_path, write_record_or_keep)
 from .run_record import STATUSES, fail_record, new_record
@@ -152,8 +153,9 @@ def _run_group(configs, out_dir, device, train_fn, group_fn) -> list:
         return _one_by_one(configs, out_dir, device, train_fn)
     checkpoint = checkpoint_path(configs, out_dir)
     try:
-        records = group_fn(configs, device=device, progress=False, checkpoint=checkpoint,
-                           checkpoint_every=CHECKPOINT_EVERY)
+        with running_lock(checkpoint):  # a live checkpoint is never removed as stale
+            records = group_fn(configs, device=device, progress=False, checkpoint=checkpoint,
+                               checkpoint_every=CHECKPOINT_EVERY)
         if len(records) != len(configs):
             raise RuntimeError(f"got {len(records)} records for {len(configs)} configs")
     except Exception as exc:

@@ -32,6 +32,8 @@ ARCHS = ("mlp", "cnn")
 INITS = ("default", "orthogonal", "kaiming", "normal", "identity")
 DATASETS = ("mnist5k", "digits", "mnist", "fashionmnist", "cifar10", "gaussian", "random")
 OPTIMIZERS = ("adam", "sgd", "sgld", "psgld")
+#: Classes of every data set of DATASETS.
+N_CLASSES = 10
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,10 @@ class DataConfig:
         e = finite_problems(self)
         e.append(choice_problem("dataset", self.dataset, DATASETS))
         e.append(range_problem("n_train", self.n_train, 0))
+        if isinstance(self.n_train, int) and 0 < self.n_train < N_CLASSES:
+            e.append(f"`n_train` must be 0 (the data set's default) or at least {N_CLASSES}, one "
+                     f"sample per class, got {self.n_train}: fewer samples cannot train or "
+                     "measure a load curve")
         e.append(range_problem("image_size", self.image_size, 1))
         e.append(range_problem("data_seed", self.data_seed, 0))
         raise_all(e)

@@ -26,7 +26,11 @@ extended sweep gives the same numbers as one run at once.  A killed sweep
 that is run again goes on from its groups' checkpoints
 (:mod:`dnn_spring.chunk`); at the start of a sweep, a checkpoint in
 ``.checkpoints/`` that belongs to none of the planned groups (the grid, the
-workers or the device changed) is stale and removed (one info line).
+workers or the device changed) is stale and removed (one info line); a
+checkpoint whose group is training now, in any process, is never stale.
+One local sweep runs in a folder at a time: it holds ``<out_dir>/.sweep.lock``
+(:func:`dnn_spring.locks.folder_lock`) and a second one refuses with one
+line naming the holder (:class:`~dnn_spring.locks.FolderBusyError`).
 
 Failures: a run that raises is recorded with ``status="failed"`` and the
 error message, and the sweep goes on; "failed" records are retried on the
@@ -57,6 +61,7 @@ from tqdm.auto import tqdm
 from .checks import check_choice, check_range
 from .chunk import CHECKPOINT_DIR, checkpoint_path, forget_unwritable, run_chunk
 from .executors import EXECUTORS, run_inline, run_pool, threads_per_worker
+from .locks import FolderBusyError, folder_lock, held
 from .grouping import fixed_group_size, group_key, max_group_size
 from .records import FINISHED_STATUSES, RecordWriteError, move_aside, os_error_text, scan_records
 from .slurm import SlurmOptions, live_tasks, require_slurm, submission_lock, submit_chunks
@@ -94,7 +99,7 @@ def _remove_stale_checkpoints(chunks, out_dir, device, sized_here: bool) -> None
     if not folder.is_dir():
         return
     planned = planned_checkpoints(chunks, out_dir, device, sized_here=sized_here)
-    stale = [p for p in folder.glob("*.pt") if p.name not in planned]
+    stale = [p for p in folder.glob("*.pt") if p.name not in planned and not held(p)]
     for path in stale:
         path.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
@@ -212,6 +217,9 @@ def run_sweep(configs, out_dir, *, executor="local", workers=1, device="cpu", ba
 
     Raises
     ------
+    FolderBusyError
+        Another local sweep is running in ``out_dir`` (:mod:`dnn_spring.locks`);
+        nothing was started.
     RecordWriteError
         Some records could not be written (their results were appended to a
         fallback file, see the module docstring); the sweep stopped.
@@ -232,14 +240,15 @@ def run_sweep(configs, out_dir, *, executor="local", workers=1, device="cpu", ba
                         bar=(progress, desc))
         summary["wall_time"] = time.perf_counter() - start
         return summary
-    pending = pending_configs(configs, out_dir, retry_failed=retry_failed, move_bad=True)
-    summary["skipped"] = summary["total"] - len(pending)
-    chunks = _plan(pending, out_dir, workers=workers, device=device, batch=batch)
-    if executor == "debug" or workers == 1 or len(chunks) <= 1:
-        results = run_inline(chunks, chunk_fn, args, n_threads)
-    else:
-        results = run_pool(chunks, chunk_fn, args, min(workers, len(chunks)), n_threads)
-    _drain(results, summary, len(pending), progress, desc)
+    with folder_lock(out_dir):  # one local sweep per folder: a second one refuses
+        pending = pending_configs(configs, out_dir, retry_failed=retry_failed, move_bad=True)
+        summary["skipped"] = summary["total"] - len(pending)
+        chunks = _plan(pending, out_dir, workers=workers, device=device, batch=batch)
+        if executor == "debug" or workers == 1 or len(chunks) <= 1:
+            results = run_inline(chunks, chunk_fn, args, n_threads)
+        else:
+            results = run_pool(chunks, chunk_fn, args, min(workers, len(chunks)), n_threads)
+        _drain(results, summary, len(pending), progress, desc)
     summary["wall_time"] = time.perf_counter() - start
     return summary
 

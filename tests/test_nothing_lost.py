@@ -223,7 +223,7 @@ def test_the_weight_estimate_is_a_lower_bound(flat):
     from dnn_spring.config import RunConfig
     from dnn_spring.models import build_model
 
-    config = RunConfig.from_flat({**flat, "n_train": 1, "batch_size": 1})
+    config = RunConfig.from_flat({**flat, "n_train": 10, "batch_size": 1})
     model = build_model(config.model, (1, 10, 10) if config.model.arch == "cnn" else (100,), 10,
                         seed=0)
     units = config.model.channels * 100 if config.model.arch == "cnn" else config.model.width

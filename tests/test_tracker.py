@@ -171,7 +171,7 @@ def test_train_save_model_then_diagnose_on_the_command_line(tmp_path):
                           (("--model", "weights.pt"), "not an nn.Module"),
                           (("--model", "net.pt", "--dataset", "mnist5k"), "do not fit the model"),
                           (("--model", "missing.pt"), "does not exist"),
-                          (("--model", "net.pt", "--n-train", "1"), "at least two classes")):
+                          (("--model", "net.pt", "--n-train", "1"), "at least 10, one sample per class")):
         done = run("diagnose", "--dataset", "digits", *args)
         assert done.returncode == 2 and message in done.stderr, done.stderr
         assert done.stderr.count("\n") == 1, done.stderr

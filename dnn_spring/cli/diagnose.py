@@ -17,12 +17,15 @@ def add_parser(subparsers) -> None:
     """Register ``diagnose``."""
     p = subparsers.add_parser(
         "diagnose", help="which layers of a saved model are overloaded or idle",
-        description="Measure the load curve of a saved model (a whole pickled nn.Module, as "
-        "`dnn-spring train --save-model` writes, or TorchScript of an nn.Sequential) on a data "
+        description="Measure the load curve of a saved model (as `dnn-spring train --save-model` writes, "
+        "TorchScript of an nn.Sequential, or with --trust a whole pickled nn.Module) on a data "
         "set's clean training images, print each layer's share of the load with a flag, the "
         "curve's shape and advice; optionally draw the stress map.")
     p.add_argument("--model", required=True, metavar="FILE",
-                   help="the saved model (unpickled: load only files you trust)")
+                   help="the saved model: from `dnn-spring train --save-model` (weights, loaded "
+                   "safely), TorchScript of an nn.Sequential, or with --trust a whole pickled module")
+    p.add_argument("--trust", action="store_true",
+                   help="allow a whole pickled nn.Module: unpickling runs any code the file holds")
     p.add_argument("--dataset", required=True, help="data set name (mnist5k, digits, ...)")
     p.add_argument("--n-train", type=int, default=0, help="training samples (0: the data set's default)")
     p.add_argument("--image-size", type=int, default=10, help="image side the model expects (default 10)")
@@ -32,27 +35,75 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def read_model(path):
-    """The ``nn.Module`` in ``path``: TorchScript or a whole pickled module (one-line errors)."""
+def _first_line(exc) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0].split(". ")[0] if text else ""  # torch's long advice is left out
+
+
+def _unpickle(path, trust: bool):
+    """A whole pickled object, loaded only with ``trust`` (it can run any code)."""
+    import torch
+
+    try:
+        needs = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # noqa: BLE001 - not a zip checkpoint: no names to show
+        needs = []
+    if not trust:
+        names = f" (it names {', '.join(needs[:3])}{', ...' if len(needs) > 3 else ''})" \
+            if needs else ""
+        raise ValueError(f"{path} is a pickled object, not weights{names}: unpickling it runs any code "
+                         "the file holds; pass --trust to load it if you trust where it came "
+                         "from, or save weights (dnn-spring train --save-model) or TorchScript")
+    print(f"dnn-spring diagnose: --trust: unpickling {path} with torch.load(weights_only=False); "
+          "this runs any code the file holds", file=sys.stderr)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"{path} is not a saved model ({type(exc).__name__}: "
+                         f"{_first_line(exc)})") from None
+
+
+def read_model(path, *, trust: bool = False):
+    """The ``nn.Module`` in ``path`` (one-line errors).
+
+    Read in this order: a model of ``dnn-spring train --save-model``
+    (weights and config, :mod:`dnn_spring.saved`, loaded with
+    ``weights_only=True``), TorchScript, and, only with ``trust``, a whole
+    pickled module (``torch.load(..., weights_only=False)``, which runs any
+    code the file holds).
+    """
+    import pickle
+    from pathlib import Path
+
     import torch
     from torch import nn
 
-    from pathlib import Path
+    from dnn_spring.saved import from_saved, is_saved_model
 
+    if Path(path).is_dir():
+        raise ValueError(f"model file {str(path)!r} is a folder; give the saved model's file")
     if not Path(path).is_file():
         raise FileNotFoundError(f"model file {str(path)!r} does not exist")
     try:
-        with warnings.catch_warnings():  # torch.jit.load's deprecation notice
-            warnings.simplefilter("ignore", FutureWarning)
-            model = torch.jit.load(path, map_location="cpu")
-    except Exception:  # noqa: BLE001 - not TorchScript: try a pickled module
+        model = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # code, or not a pickle at all
+        model, unsafe = None, "global" in str(exc).lower()
+    except Exception:  # noqa: BLE001 - e.g. TorchScript's archive layout
+        model, unsafe = None, False
+    if is_saved_model(model):
+        return from_saved(model, path)
+    if model is None:
         try:
-            model = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # noqa: BLE001
-            raise ValueError(f"{path} is not a saved model ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
-    if isinstance(model, torch.jit.ScriptModule):
-        return _Taps(model)
+            with warnings.catch_warnings():  # torch.jit.load's deprecation notice
+                warnings.simplefilter("ignore", FutureWarning)
+                return _Taps(torch.jit.load(path, map_location="cpu"))
+        except ValueError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - not TorchScript either
+            if not unsafe:
+                raise ValueError(f"{path} is not a saved model ({type(exc).__name__}: "
+                                 f"{_first_line(exc)})") from None
+        model = _unpickle(path, trust)
     if not isinstance(model, nn.Module):
         raise ValueError(f"{path} holds a {type(model).__name__}, not an nn.Module "
                          "(save the whole model with torch.save(model, path), not its state_dict)")
@@ -112,7 +163,7 @@ def run(args) -> int:
     from dnn_spring.data import load_dataset
     from dnn_spring.diagnose import diagnose
 
-    model = read_model(args.model)
+    model = read_model(args.model, trust=args.trust)
     data = load_dataset(DataConfig(dataset=args.dataset, n_train=args.n_train,
                                    image_size=args.image_size, data_root=args.data_root), flatten=False)
     x = _fit_inputs(model, data.x_train)

@@ -155,6 +155,7 @@ def _set_mode(args) -> None:
 def _run_sweep(args) -> int:
     from dnn_spring.graphs import ENV_FLAG
     from dnn_spring.grids import default_out_dir
+    from dnn_spring.locks import FolderBusyError
     from dnn_spring.sweep import RecordWriteError, pending_configs, run_sweep
 
     if args.workers is not None and args.workers < 1:
@@ -166,6 +167,9 @@ def _run_sweep(args) -> int:
     configs = _grid(args)
     out = Path(args.out or default_out_dir(args.sweep, args.preset))
     if args.dry_run:
+        repeated = len(configs)
+        configs = list({c.key(): c for c in configs}.values())  # a config once however often listed
+        repeated -= len(configs)
         todo = {c.key() for c in pending_configs(configs, out, retry_failed=args.retry_failed)}
         try:
             for config in configs:
@@ -174,7 +178,8 @@ def _run_sweep(args) -> int:
         except BrokenPipeError:  # `| head`
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
-        print(f"{args.sweep} ({args.preset}): {len(configs)} configs, "
+        twice = f" ({repeated} repeated in the grid, counted once)" if repeated else ""
+        print(f"{args.sweep} ({args.preset}): {len(configs)} distinct configs{twice}, "
               f"{len(configs) - len(todo)} finished, {len(todo)} to run; records in {out}",
               file=sys.stderr)
         return 0
@@ -198,6 +203,9 @@ def _run_sweep(args) -> int:
                                     wait=args.wait or args.executor != "slurm")
             except Preempted as exc:
                 return _stopped(stop_signal() or exc.signum, out)
+    except FolderBusyError as exc:  # another local sweep runs in this folder
+        print(f"dnn-spring sweep: error: {exc}", file=sys.stderr)
+        return 1
     except RecordWriteError as exc:  # one line per unwritten record; the sweep stopped
         for line in exc.failures or [str(exc)]:
             print(f"dnn-spring sweep: error: {line}", file=sys.stderr)

@@ -96,8 +96,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", default=None, metavar="FILE", type=output_path,
                    help="write the run record as JSON to FILE")
     p.add_argument("--save-model", default=None, metavar="FILE", type=output_path,
-                   help="save the trained network (a whole pickled nn.Module, torch.save) to "
-                   "FILE, for `dnn-spring diagnose --model FILE`")
+                   help="save the trained network (its config and weights; read safely by "
+                   "`dnn-spring diagnose --model FILE` and dnn_spring.saved) to FILE")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="hide the progress bar")
     p.add_argument("--reproducible", action="store_true",
@@ -167,13 +167,9 @@ def near_singular_note(record: dict) -> "str | None":
 
 
 def _model_bytes(model) -> bytes:
-    import io
+    from ..saved import model_bytes
 
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(model.cpu().eval(), buffer)
-    return buffer.getvalue()
+    return model_bytes(model.cpu().eval())
 
 
 def run(args) -> int:

@@ -167,22 +167,7 @@ def _run_sweep(args) -> int:
     configs = _grid(args)
     out = Path(args.out or default_out_dir(args.sweep, args.preset))
     if args.dry_run:
-        repeated = len(configs)
-        configs = list({c.key(): c for c in configs}.values())  # a config once however often listed
-        repeated -= len(configs)
-        todo = {c.key() for c in pending_configs(configs, out, retry_failed=args.retry_failed)}
-        try:
-            for config in configs:
-                print(json.dumps({"key": config.key(), "done": config.key() not in todo,
-                                  **config.flat()}))
-        except BrokenPipeError:  # `| head`
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 0
-        twice = f" ({repeated} repeated in the grid, counted once)" if repeated else ""
-        print(f"{args.sweep} ({args.preset}): {len(configs)} distinct configs{twice}, "
-              f"{len(configs) - len(todo)} finished, {len(todo)} to run; records in {out}",
-              file=sys.stderr)
-        return 0
+        return _dry_run(args, configs, out, pending_configs)
     # On Slurm, --workers is how many jobs each group is spread over (default 1).
     workers = args.workers
     if workers is None:
@@ -214,6 +199,26 @@ def _run_sweep(args) -> int:
         _print_submission(args.sweep, summary, out)
         return 0
     return _finish(args.sweep, summary, configs, out)
+
+
+def _dry_run(args, configs, out, pending_configs) -> int:
+    """Print one JSON line per distinct config and the counts; train nothing."""
+    repeated = len(configs)
+    configs = list({c.key(): c for c in configs}.values())  # a config once however often listed
+    repeated -= len(configs)
+    todo = {c.key() for c in pending_configs(configs, out, retry_failed=args.retry_failed)}
+    try:
+        for config in configs:
+            print(json.dumps({"key": config.key(), "done": config.key() not in todo,
+                              **config.flat()}))
+    except BrokenPipeError:  # `| head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    twice = f" ({repeated} repeated in the grid, counted once)" if repeated else ""
+    print(f"{args.sweep} ({args.preset}): {len(configs)} distinct configs{twice}, "
+          f"{len(configs) - len(todo)} finished, {len(todo)} to run; records in {out}",
+          file=sys.stderr)
+    return 0
 
 
 def _finish(sweep, summary, configs, out) -> int:

@@ -16,7 +16,8 @@ from dnn_spring.cli import main
 from dnn_spring.locks import FolderBusyError, held, running_lock
 from dnn_spring.sweep import run_sweep
 
-from test_sweep import tiny_grid, unit  # tests/ is on sys.path
+from test_nothing_lost import _one_line  # tests/ is on sys.path
+from test_sweep import tiny_grid, unit
 
 HOLD = textwrap.dedent("""
     import sys, time
@@ -44,16 +45,6 @@ def holder():
     for proc in procs:
         proc.kill()
         proc.wait()
-
-
-def _one_line(argv, capsys):
-    try:
-        status = main(argv)
-    except SystemExit as exc:  # argparse
-        status = exc.code
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1, err
-    return status, err
 
 
 def test_a_second_sweep_in_the_folder_refuses_in_one_line(tmp_path, holder, capsys):

@@ -193,11 +193,15 @@ def run(args) -> int:
     check_threads(args.threads)
     check_n_train(config, str(device))
     check_model(config, str(device))
-    if args.threads is not None:
-        import torch
+    import torch
 
-        torch.set_num_threads(args.threads)
-    record, model = train_run(config, device=device, progress=args.progress, return_model=True)
+    threads = torch.get_num_threads()
+    try:  # `main(["train", ...])` called from Python leaves the caller's thread count as it was
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        record, model = train_run(config, device=device, progress=args.progress, return_model=True)
+    finally:
+        torch.set_num_threads(threads)
     print(format_record(record), flush=True)
     note = near_singular_note(record)
     if note:

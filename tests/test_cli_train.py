@@ -154,8 +154,13 @@ def test_diverged_run_exits_0_with_one_stderr_line(tmp_path):
 
 def test_threads_flag_is_used_and_recorded(tmp_path, capsys):
     out = tmp_path / "run.json"
-    assert main(["train", *SMALL, "--threads", "2", "--out", str(out)]) == 0
-    assert torch.get_num_threads() == 2
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["train", *SMALL, "--threads", "2", "--out", str(out)]) == 0
+        assert torch.get_num_threads() == 1  # the caller's count is restored afterwards
+    finally:
+        torch.set_num_threads(before)
     record = json.loads(out.read_text())
     assert record["threads"] == 2 and record["torch_version"] == torch.__version__
     assert capsys.readouterr().err == ""

@@ -45,7 +45,7 @@ def _unpickle(path, trust: bool):
     import torch
 
     try:
-        needs = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        needs = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))  # a set
     except Exception:  # noqa: BLE001 - not a zip checkpoint: no names to show
         needs = []
     if not trust:

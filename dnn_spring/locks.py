@@ -24,7 +24,7 @@ import socket
 import time
 from pathlib import Path
 
-__all__ = ["FolderBusyError", "FOLDER_LOCK", "folder_lock", "running_lock", "held"]
+__all__ = ["FolderBusyError", "FOLDER_LOCK", "folder_lock", "exclusive_lock", "running_lock", "held"]
 
 #: The file in a results folder that a running local sweep holds locked.
 FOLDER_LOCK = ".sweep.lock"
@@ -80,18 +80,30 @@ def _lock_file(checkpoint) -> Path:
 
 
 @contextlib.contextmanager
-def running_lock(checkpoint):
-    """Mark the group of ``checkpoint`` as running (its lock file goes when it ends)."""
-    path = _lock_file(checkpoint)
+def exclusive_lock(path, *, remove: bool = False):
+    """Hold an exclusive lock on ``path`` (made if missing), waiting for any other holder.
+
+    With ``remove`` the file is deleted before the lock is let go.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # a twin of this group waits for the first
+        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield path
         finally:
-            with contextlib.suppress(OSError):
-                path.unlink()
+            if remove:
+                with contextlib.suppress(OSError):
+                    path.unlink()
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def running_lock(checkpoint):
+    """Mark the group of ``checkpoint`` as running (its lock file goes when it ends).
+
+    A twin of this group, started elsewhere, waits for the first.
+    """
+    return exclusive_lock(_lock_file(checkpoint), remove=True)
 
 
 def held(checkpoint) -> bool:

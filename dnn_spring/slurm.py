@@ -34,8 +34,6 @@ it had not finished.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -52,6 +50,7 @@ from pathlib import Path
 import submitit
 import torch
 
+from .locks import exclusive_lock
 from .preempt import Preempted, clear_stop, early_signal, is_checkpointing, request_stop
 from .records import RecordWriteError
 
@@ -256,17 +255,9 @@ def task_threads() -> int:
 
 # --------------------------------------------------------------------------- manifest
 
-@contextlib.contextmanager
 def submission_lock(out_dir):
     """Hold an exclusive lock on ``out_dir`` while a sweep decides what to submit."""
-    path = Path(out_dir) / MANIFEST.parent / "lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return exclusive_lock(Path(out_dir) / MANIFEST.parent / "lock")
 
 
 def read_manifest(out_dir) -> list:

@@ -156,7 +156,7 @@ def _run_sweep(args) -> int:
     from dnn_spring.graphs import ENV_FLAG
     from dnn_spring.grids import default_out_dir
     from dnn_spring.locks import FolderBusyError
-    from dnn_spring.sweep import RecordWriteError, pending_configs, run_sweep
+    from dnn_spring.sweep import RecordWriteError, run_sweep
 
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"`--workers` must be >= 1, got {args.workers}")
@@ -167,7 +167,7 @@ def _run_sweep(args) -> int:
     configs = _grid(args)
     out = Path(args.out or default_out_dir(args.sweep, args.preset))
     if args.dry_run:
-        return _dry_run(args, configs, out, pending_configs)
+        return _dry_run(args, configs, out)
     # On Slurm, --workers is how many jobs each group is spread over (default 1).
     workers = args.workers
     if workers is None:
@@ -201,8 +201,10 @@ def _run_sweep(args) -> int:
     return _finish(args.sweep, summary, configs, out)
 
 
-def _dry_run(args, configs, out, pending_configs) -> int:
+def _dry_run(args, configs, out) -> int:
     """Print one JSON line per distinct config and the counts; train nothing."""
+    from dnn_spring.sweep import pending_configs
+
     repeated = len(configs)
     configs = list({c.key(): c for c in configs}.values())  # a config once however often listed
     repeated -= len(configs)

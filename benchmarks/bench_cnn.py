@@ -2,23 +2,23 @@
 
 The CNN sweep (SPEC §6) is 8 dropout values x 10 seeds x 2,000 epochs of the
 depth-8, 20-channel CNN at full batch (2,560 images of 10x10).  This script
-times, training only (the epoch loop of ``dnn_spring.batched.GroupFit``, after
+times, training only (the epoch loop of ``dnn_spring.train._group.GroupLoop``, after
 one warm-up epoch):
 
 * single: one config at a time (a group of one: plain convolutions);
 * batched: a group of ``--group`` configs (the sweep's dropout values, one
-  seed) as one ``StackedCNN`` (grouped convolutions);
+  seed) as one ``GroupCNN`` (grouped convolutions);
 * plain: for context, the loop a plain script would run (``models.CNN`` with
   ``nn.Dropout``, ``torch.optim.Adam``), one model;
 * vmap: a batched training step of ``--vmap-batch`` images through
   ``torch.func.vmap`` over ``functional_call`` of ``models.CNN``
   (per-member gradients of stacked parameters; dropout 0, BatchNorm
-  statistics batched), against the same step of ``StackedCNN``.
+  statistics batched), against the same step of ``GroupCNN``.
 
 and prints seconds per run and epoch (the fastest of ``--epochs``: the
 machine may be shared) and the ratios, so ``batched / single`` below 1 means
 batching pays on this device.  It also counts, with
-``torch.profiler``, the operators of one ``StackedCNN`` step for 1 and
+``torch.profiler``, the operators of one ``GroupCNN`` step for 1 and
 ``--group`` members.
 
 Data: ``mnist5k`` (1x10x10, real, offline) and ``images3`` (3x10x10
@@ -42,11 +42,11 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from dnn_spring.batched import GroupFit
-from dnn_spring.config import RunConfig
-from dnn_spring.data import Dataset, load_dataset
-from dnn_spring.grids import SWEEPS
-from dnn_spring.models import CNN
+from dnn_spring.train._group import GroupLoop
+from dnn_spring import RunConfig
+from dnn_spring.train import Dataset, load_dataset
+from dnn_spring.sweep import SWEEPS
+from dnn_spring.train import CNN
 
 DROPOUTS = SWEEPS["cnn"].values  # the paper's 8 dropout values
 
@@ -78,9 +78,9 @@ def _fastest(fn, times: int) -> float:
 
 
 def time_group(configs: list, data, epochs: int) -> float:
-    """Seconds of the fastest of ``epochs`` epochs of a GroupFit of ``configs`` (after a
+    """Seconds of the fastest of ``epochs`` epochs of a GroupLoop of ``configs`` (after a
     warm-up epoch)."""
-    fit = GroupFit(configs, data, torch.device("cpu"))
+    fit = GroupLoop(configs, data, torch.device("cpu"))
 
     def epoch():
         fit.epoch += 1
@@ -107,7 +107,7 @@ def time_plain(config, data, epochs: int) -> float:
 
 
 def time_vmap(configs: list, data, batch: int, steps: int = 3) -> tuple:
-    """Seconds of the fastest step of ``batch`` images: (StackedCNN, vmap).
+    """Seconds of the fastest step of ``batch`` images: (GroupCNN, vmap).
 
     Dropout 0 in both; vmap's step is ``vmap(grad(loss))`` over the stacked
     parameters and BatchNorm statistics of ``models.CNN``, then Adam.
@@ -115,7 +115,7 @@ def time_vmap(configs: list, data, batch: int, steps: int = 3) -> tuple:
     from torch.func import functional_call, grad, stack_module_state, vmap
 
     configs = [c.replace(dropout=0.0) for c in configs]
-    fit = GroupFit(configs, data, torch.device("cpu"))
+    fit = GroupLoop(configs, data, torch.device("cpu"))
     fit.epoch = 1
     xe, ye = fit.epoch_data()
     xb, yb = xe[:, :, :batch].contiguous(), ye[:, :batch]
@@ -144,8 +144,8 @@ def time_vmap(configs: list, data, batch: int, steps: int = 3) -> tuple:
 
 
 def count_ops(configs: list, data) -> int:
-    """aten operators of one StackedCNN step of 64 images (nested ones included)."""
-    fit = GroupFit(configs, data, torch.device("cpu"))
+    """aten operators of one GroupCNN step of 64 images (nested ones included)."""
+    fit = GroupLoop(configs, data, torch.device("cpu"))
     fit.epoch = 1
     xe, ye = fit.epoch_data()
     xb, yb = xe[:, :, :64].contiguous(), ye[:, :64]  # the count does not depend on the batch
@@ -192,7 +192,7 @@ def _compare(name: str, data, configs: list, args) -> None:
     if not args.no_vmap:
         stacked, vm = time_vmap(configs, data, args.vmap_batch)
         print(f"  one step of {args.vmap_batch} images, group of {len(configs)}, dropout 0: "
-              f"StackedCNN {stacked:.3f} s, vmap {vm:.3f} s; vmap/StackedCNN {vm / stacked:.2f}",
+              f"GroupCNN {stacked:.3f} s, vmap {vm:.3f} s; vmap/GroupCNN {vm / stacked:.2f}",
               flush=True)
     ops = {n: count_ops(configs[-n:], data) for n in (1, 2, len(configs))}  # p > 0 first
     print("  aten ops per step: " + ", ".join(f"{n} members {k}" for n, k in ops.items()),

@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 from dnn_spring import load_curve
-from dnn_spring.blocks import transformer_blocks
+from dnn_spring import transformer_blocks
 
 VOCAB = 50257
 

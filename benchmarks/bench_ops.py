@@ -8,8 +8,8 @@ members.  This benchmark counts, with ``torch.profiler`` on the CPU:
   optimiser; all of them, nested ones included, and the top-level ones);
 * the host syncs of one whole epoch (``aten::_local_scalar_dense`` and
   ``aten::item``: a device tensor read by the host), and the operators of
-  the per-epoch data pass (``GroupFit.epoch_data``) and of the end-of-epoch
-  read (``GroupFit.read_epoch``).
+  the per-epoch data pass (``GroupLoop.epoch_data``) and of the end-of-epoch
+  read (``GroupLoop.read_epoch``).
 
 Syncs inside ``aten::_fused_adam_`` are counted apart ("adam step reads"):
 the fused Adam's CPU kernel reads its step count from a CPU scalar tensor
@@ -42,9 +42,9 @@ from collections import Counter
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from dnn_spring.batched import GroupFit
-from dnn_spring.config import RunConfig
-from dnn_spring.data import load_dataset
+from dnn_spring.train._group import GroupLoop
+from dnn_spring import RunConfig
+from dnn_spring import load_dataset
 
 SYNCS = ("aten::_local_scalar_dense", "aten::item")
 
@@ -78,7 +78,7 @@ def _inside(event, name: str) -> bool:
 
 def measure(n: int, batch_size: int, data, *, whole_epoch: bool) -> dict:
     """Operator and sync counts of one group of ``n`` members."""
-    fit = GroupFit(_configs(n, batch_size, data.n_train), data, torch.device("cpu"))
+    fit = GroupLoop(_configs(n, batch_size, data.n_train), data, torch.device("cpu"))
     fit.epoch = 1
     xe, ye = fit.epoch_data()
     step = xe.shape[2] if batch_size == 0 else batch_size

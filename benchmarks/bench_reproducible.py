@@ -4,12 +4,12 @@ Two measurements, both ratios against a baseline timed in the same run:
 
 * **evaluation** (one process): the record's evaluation of a trained model
   (accuracies and load curve), native float32 (``accuracy`` + ``load_curve``)
-  against the mode's fixed-order float64 (:func:`dnn_spring.fixed_order.evaluate`),
+  against the mode's fixed-order float64 (:func:`dnn_spring.train._fixed_order.evaluate`),
   fastest of ``--repeats``;
 * **whole runs** (separate processes, native and mode interleaved, ``--pairs``
   pairs): a quick-preset row (``--group`` members of the paper's MLP on
   mnist5k, full batch, noise 0 to 0.6), a batch-10 run and a small CNN, in
-  seconds per run: training only (``GroupFit.fit``) and ``train_group``
+  seconds per run: training only (``GroupLoop.fit``) and ``train_group``
   (training and evaluation).  The mode's process has
   ``DNN_SPRING_REPRODUCIBLE=1`` from its start, as a sweep's workers and
   Slurm tasks do.
@@ -33,15 +33,15 @@ _CHILD = """
 import json, sys, time
 import dnn_spring
 import torch
-from dnn_spring.batched import GroupFit, train_group
-from dnn_spring.config import RunConfig
-from dnn_spring.data import load_dataset
+from dnn_spring.train._group import GroupLoop, train_group
+from dnn_spring import RunConfig
+from dnn_spring import load_dataset
 torch.set_num_threads(int(sys.argv[1]))
 out = {}
 for name, flats in json.loads(sys.argv[2]).items():
     configs = [RunConfig.from_flat(f) for f in flats]
     data = load_dataset(configs[0].data, flatten=configs[0].model.arch == "mlp")
-    fit = GroupFit(configs, data, torch.device("cpu"))
+    fit = GroupLoop(configs, data, torch.device("cpu"))
     start = time.perf_counter()
     fit.fit()
     training = (time.perf_counter() - start) / len(configs)
@@ -49,13 +49,13 @@ for name, flats in json.loads(sys.argv[2]).items():
     records = train_group(configs)
     out[name] = [training, (time.perf_counter() - start) / len(configs)]
     assert all(r["status"] == "ok" for r in records), [r["error"] for r in records]
-    assert all(r["reproducible"] == dnn_spring.reproducible.enabled() for r in records)
+    assert all(r["reproducible"] == dnn_spring.train._reproducible.enabled() for r in records)
 print(json.dumps(out))
 """
 
 
 def _configs(epochs: int, group: int) -> dict:
-    from dnn_spring.config import RunConfig
+    from dnn_spring import RunConfig
 
     paper = RunConfig().replace(dataset="mnist5k", depth=8, width=100, epochs=epochs, lr=1e-3)
     row = [paper.replace(noise=round(0.6 * i / max(group - 1, 1), 2), seed=i).flat()
@@ -84,12 +84,12 @@ def _whole_runs(args) -> dict:
 def _evaluation(args) -> dict:
     import torch
 
-    from dnn_spring.capture import load_curve
-    from dnn_spring.config import RunConfig
-    from dnn_spring.data import load_dataset
-    from dnn_spring.fixed_order import evaluate
-    from dnn_spring.run_record import accuracy
-    from dnn_spring.train import train_run
+    from dnn_spring import load_curve
+    from dnn_spring import RunConfig
+    from dnn_spring import load_dataset
+    from dnn_spring.train._fixed_order import evaluate
+    from dnn_spring.train._record import accuracy
+    from dnn_spring import train_run
 
     torch.set_num_threads(args.threads)
     out = {}

@@ -5,7 +5,7 @@ samples x 100 features x 10 classes, the synthetic ``gaussian`` set; MLP depth
 8, width 100, Adam), once full batch and once at batch size 10.  For each
 setting it times
 
-* batched: the 60 configs through ``dnn_spring.batched.train_group`` in
+* batched: the 60 configs through ``dnn_spring.train._group.train_group`` in
   groups of ``max_group_size`` (as the sweep runner sends them);
 * one at a time: ``--single-runs`` of them through ``train_run`` (each a
   separate model), extrapolated per run;
@@ -32,13 +32,13 @@ import time
 
 import torch
 
-from dnn_spring.batched import GroupFit, train_group
-from dnn_spring.graphs import ENV_FLAG
-from dnn_spring.grouping import max_group_size
-from dnn_spring.config import RunConfig
-from dnn_spring.data import load_dataset
-from dnn_spring.rules import resolve_device
-from dnn_spring.train import train_run
+from dnn_spring.train._group import GroupLoop, train_group
+from dnn_spring.train._cuda_graphs import ENV_FLAG
+from dnn_spring.train._grouping import max_group_size
+from dnn_spring import RunConfig
+from dnn_spring import load_dataset
+from dnn_spring.train._rules import resolve_device
+from dnn_spring import train_run
 
 SLOPES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 SEEDS = range(10)
@@ -99,7 +99,7 @@ def _plain_torch_run(config, data, device) -> None:
     """
     from torch.utils.data import DataLoader, TensorDataset
 
-    from dnn_spring.models import MLP
+    from dnn_spring.train import MLP
 
     gen = torch.Generator().manual_seed(config.seed)
     model = MLP(config.model, data.x_train.shape[1], data.n_classes, generator=gen).to(device)
@@ -139,8 +139,8 @@ def _bench(name, configs, device, data, single_runs, group_size):
     print(f"batched in {len(groups)} group(s) of up to {size} members")
     t_batch = _time(lambda: [train_group(g, device=device) for g in groups])
     t_single = _time(lambda: [train_run(c, device=device) for c in configs[:single_runs]])
-    t_batch_train = _time(lambda: [GroupFit(g, data, device).fit() for g in groups])
-    t_single_train = _time(lambda: [GroupFit([c], data, device).fit()
+    t_batch_train = _time(lambda: [GroupLoop(g, data, device).fit() for g in groups])
+    t_single_train = _time(lambda: [GroupLoop([c], data, device).fit()
                                     for c in configs[:single_runs]])
     t_plain = _time(lambda: [_plain_torch_run(c, data, device) for c in configs[:single_runs]])
     per_b, per_s = t_batch / len(configs), t_single / single_runs
@@ -168,9 +168,9 @@ def main(argv=None) -> None:
     parser.add_argument("--single-runs", type=int, default=3,
                         help="how many one-at-a-time runs to time (extrapolated per run)")
     parser.add_argument("--group-size", type=int, default=0,
-                        help="members per batched group (0: dnn_spring.grouping.max_group_size)")
+                        help="members per batched group (0: dnn_spring.train._grouping.max_group_size)")
     parser.add_argument("--cuda-graphs", action="store_true",
-                        help="batched steps from CUDA graphs (dnn_spring.graphs; CUDA only)")
+                        help="batched steps from CUDA graphs (dnn_spring.train._cuda_graphs; CUDA only)")
     parser.add_argument("--only", choices=("full", "small"), default=None,
                         help="run only the full-batch or only the batch-10 grid")
     args = parser.parse_args(argv)

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from dnn_spring import LoadCurveTracker, load_dataset
-from dnn_spring.config import DataConfig, ModelConfig
-from dnn_spring.models import MLP
+from dnn_spring import DataConfig, ModelConfig
+from dnn_spring.train import MLP
 
 
 def _epoch(model, opt, x, y, batch, gen):

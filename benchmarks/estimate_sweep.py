@@ -1,7 +1,7 @@
 """Wall time of the full SPEC §6 MLP sweep on this machine, from measured group times.
 
 The four MLP panels (ns_nl, lr_nl, dp_nl, bm_nl: 2,820 runs) are planned into
-chunks exactly as the sweep runner does (``dnn_spring.sweep.plan_chunks``: same
+chunks exactly as the sweep runner does (``dnn_spring.sweep._runner.plan_tasks``: same
 ``group_key``, at most ``max_group_size`` members for this device).  Chunks
 with the same batch size, member count, dropout and noise on/off cost the
 same per epoch, so one chunk of each kind is built and timed:
@@ -32,12 +32,12 @@ import time
 
 import torch
 
-from dnn_spring.batched import GroupFit, train_group
-from dnn_spring.data import load_dataset
-from dnn_spring.grids import expand_grid
-from dnn_spring.sweep import plan_chunks
-from dnn_spring.rules import resolve_device
-from dnn_spring.run_record import finish_record, new_record
+from dnn_spring.train._group import GroupLoop, train_group
+from dnn_spring import load_dataset
+from dnn_spring import expand_grid
+from dnn_spring.sweep._runner import plan_tasks
+from dnn_spring.train._rules import resolve_device
+from dnn_spring.train._record import finish_record, new_record
 
 PANELS = ("ns_nl", "lr_nl", "dp_nl", "bm_nl")
 
@@ -56,7 +56,7 @@ def _sync(device) -> None:
 def _time_chunk(chunk: list, data, device, steps: int, graphs: bool = False) -> dict:
     """Seconds to set up the chunk, per epoch's data pass, per step and per member's end."""
     start = time.perf_counter()
-    fit = GroupFit(chunk, data, device, cuda_graphs=graphs)
+    fit = GroupLoop(chunk, data, device, cuda_graphs=graphs)
     ens = fit.model
     stepper = fit.graphs or ens  # the CUDA-graph step when asked for (on CUDA)
     _sync(device)
@@ -105,7 +105,7 @@ def main(argv=None) -> None:
                         help="also train each panel's first chunk for real for this many epochs "
                              "(train_group, evaluation included) and compare with the model")
     parser.add_argument("--cuda-graphs", action="store_true",
-                        help="time the CUDA-graph step (dnn_spring.graphs; CUDA only)")
+                        help="time the CUDA-graph step (dnn_spring.train._cuda_graphs; CUDA only)")
     args = parser.parse_args(argv)
     try:
         device = resolve_device(args.device)
@@ -118,7 +118,7 @@ def main(argv=None) -> None:
     for panel in args.panels:
         configs = expand_grid(panel, "paper", {"dataset": "gaussian"})
         data = data or load_dataset(configs[0].data, device=device, flatten=True)
-        chunks = plan_chunks(configs, device=device, workers=1)
+        chunks = plan_tasks(configs, device=device, workers=1)
         if not measured:  # warm-up: the first timed chunk would pay for thread pools, caches
             _time_chunk(chunks[0], data, device, 2, args.cuda_graphs)
         total = 0.0

@@ -3,79 +3,53 @@
 Measure how each layer of a network separates classes (the load curve), sweep
 noise against nonlinearity to draw phase diagrams, and simulate the
 spring–block chains that explain them.
+
+The subpackages, each built only on those before it:
+
+- :mod:`dnn_spring.metrics`: separation fuzziness, curve shape, curvature;
+- :mod:`dnn_spring.capture`: any ``nn.Module`` to its load curve, the tracker, diagnose;
+- :mod:`dnn_spring.spring`: the spring–block chains (they know nothing of networks);
+- :mod:`dnn_spring.train`: the paper's networks and data, single runs and groups;
+- :mod:`dnn_spring.sweep`: grids of runs, locally or on Slurm, and their tables;
+- :mod:`dnn_spring.analysis`: phase diagrams, the proxy report, chain fits;
+- :mod:`dnn_spring.integrations`: Lightning and Hugging Face callbacks;
+- :mod:`dnn_spring.cli`: the ``dnn-spring`` command.
+
+The names below are the ones a researcher uses most; each loads its module on
+first use, so ``import dnn_spring`` costs little more than ``import torch``.
 """
 
 from dnn_spring import _startup  # noqa: F401  (first: it must run before torch loads)
+from dnn_spring import _deprecated
+from dnn_spring._lazy import attach
 from dnn_spring._version import __version__
 
-from dnn_spring.capture import list_layers, load_curve
-from dnn_spring.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from dnn_spring.data import Dataset, load_dataset
-from dnn_spring.hessian import hessian_top_eigenvalue, hessian_trace
-from dnn_spring.metrics import FuzzinessAccumulator, separation_fuzziness, separation_stats
-from dnn_spring.models import CNN, MLP, build_model, init_cnn_parameters, init_mlp_parameters
-from dnn_spring.shape import LoadShape, load_shape
-from dnn_spring.tracker import LoadCurveTracker
-from dnn_spring.diagnose import Diagnosis, diagnose
-from dnn_spring.train import train_run
-from dnn_spring.batched import train_group
-from dnn_spring.grids import SWEEPS, expand_grid
-from dnn_spring.records import collect, load_table
-from dnn_spring.sweep import run_sweep
-from dnn_spring.plots import curvature_map, four_panel, phase_diagram, trajectory_grid
-from dnn_spring.spring import (
-    FirstOrderConfig,
-    LangevinConfig,
-    scan_phase_diagram,
-    simulate_first_order,
-    simulate_langevin,
-    simulate_langevin_batch,
-)
-from dnn_spring.compare import load_trajectory_records, pick_lazy_active, plot_spring_trajectories
+_deprecated.install()
 
-__all__ = [
-    "__version__",
-    "separation_fuzziness",
-    "separation_stats",
-    "FuzzinessAccumulator",
-    "list_layers",
-    "load_curve",
-    "load_shape",
-    "LoadShape",
-    "LoadCurveTracker",
-    "diagnose",
-    "Diagnosis",
-    "ModelConfig",
-    "DataConfig",
-    "TrainConfig",
-    "RunConfig",
-    "MLP",
-    "CNN",
-    "build_model",
-    "init_mlp_parameters",
-    "init_cnn_parameters",
-    "Dataset",
-    "load_dataset",
-    "hessian_top_eigenvalue",
-    "hessian_trace",
-    "train_run",
-    "train_group",
-    "SWEEPS",
-    "expand_grid",
-    "run_sweep",
-    "collect",
-    "load_table",
-    "phase_diagram",
-    "four_panel",
-    "curvature_map",
-    "trajectory_grid",
-    "FirstOrderConfig",
-    "LangevinConfig",
-    "simulate_first_order",
-    "simulate_langevin",
-    "simulate_langevin_batch",
-    "scan_phase_diagram",
-    "load_trajectory_records",
-    "pick_lazy_active",
-    "plot_spring_trajectories",
-]
+__getattr__, __dir__, __all__ = attach(__name__, {
+    "load_curve": "dnn_spring.capture._load_curve",
+    "list_layers": "dnn_spring.capture._load_curve",
+    "transformer_blocks": "dnn_spring.capture._blocks",
+    "LoadCurveTracker": "dnn_spring.capture._tracker",
+    "diagnose": "dnn_spring.capture._diagnose",
+    "separation_fuzziness": "dnn_spring.metrics._fuzziness",
+    "load_shape": "dnn_spring.metrics._shape",
+    "RunConfig": "dnn_spring.train._config",
+    "ModelConfig": "dnn_spring.train._config",
+    "DataConfig": "dnn_spring.train._config",
+    "TrainConfig": "dnn_spring.train._config",
+    "load_dataset": "dnn_spring.train._data",
+    "build_model": "dnn_spring.train._models",
+    "train_run": "dnn_spring.train._run",
+    "train_group": "dnn_spring.train._group",
+    "expand_grid": "dnn_spring.sweep._grids",
+    "run_sweep": "dnn_spring.sweep._runner",
+    "load_table": "dnn_spring.sweep._store",
+    "phase_diagram": "dnn_spring.analysis._phase_plots",
+    "FirstOrderConfig": "dnn_spring.spring.config",
+    "LangevinConfig": "dnn_spring.spring.config",
+    "simulate_first_order": "dnn_spring.spring.first_order",
+    "simulate_langevin": "dnn_spring.spring.langevin",
+    "fit_spring_block": "dnn_spring.spring.fit",
+}, moved=_deprecated.TOP_LEVEL)
+__all__ = ["__version__", *__all__]

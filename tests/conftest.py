@@ -1,5 +1,8 @@
 """Shared test fixtures."""
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -15,3 +18,8 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+# The tests live in one folder per subpackage; the shared helpers
+# (launches.py, dist_worker.py) sit here, in tests/.
+sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -1,4 +1,4 @@
-"""Load curves measured on shards of one data set: run on every rank by ``tests/test_distributed.py``.
+"""Load curves measured on shards of one data set: run on every rank by ``tests/metrics/test_distributed.py``.
 
 ``python -m torch.distributed.run --standalone --nproc_per_node 2 tests/dist_worker.py OUT``
 makes each rank measure its shard (gloo, CPU) and write ``OUT/rank<r>.json``;
@@ -85,8 +85,8 @@ def measure_all(rank: int = 0, world: int = 1) -> dict:
         "next_token": load_curve(lm, no_labels[rank::world], layers=blocks, target="next_token"),
         "next_token_top5": load_curve(lm, no_labels[rank::world], layers=blocks, target="next_token",
                                       max_classes=5),
-        "tracker": LoadCurveTracker(mlp, x[rank::world], y[rank::world], probe_size=None).measure(),
-        "tracker_same_probe": LoadCurveTracker(mlp, x, y, probe_size=None).measure(),
+        "tracker": LoadCurveTracker(mlp, x[rank::world], y[rank::world], sample_size=None).measure(),
+        "tracker_same_probe": LoadCurveTracker(mlp, x, y, sample_size=None).measure(),
     }
     return {name: frame[COLUMNS].to_dict("list") for name, frame in frames.items()}
 

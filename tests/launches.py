@@ -1,6 +1,6 @@
 """Counting a batched step's operators and an epoch's host reads (shared by the trainer tests).
 
-Imported by ``tests/test_streams.py`` and ``tests/test_stacked_cnn.py``.
+Imported by ``tests/train/test_rng.py`` and ``tests/train/test_group_cnn.py``.
 """
 
 from collections import Counter
@@ -29,7 +29,7 @@ def inside(event, name: str) -> bool:
 
 
 def epoch_reads(fit, monkeypatch) -> tuple:
-    """Run one epoch of ``fit`` (a GroupFit): (its profiler events, Python-side tensor reads).
+    """Run one epoch of ``fit`` (a GroupLoop): (its profiler events, Python-side tensor reads).
 
     The reads count calls of ``Tensor.item``, ``tolist``, ``__bool__``,
     ``__float__`` and ``__int__`` during the epoch and its end-of-epoch read.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dnn_spring.grids import SWEEPS
+from dnn_spring.sweep._grids import SWEEPS
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).with_name("dnn-spring")
@@ -38,6 +38,7 @@ def fake_cli(tmp_path, status=0):
 
 
 @pytest.mark.parametrize("sweep", sorted(SCRIPTS))
+@pytest.mark.slow
 def test_script_dry_run_reflects_preset_env_and_flags(sweep, tmp_path):
     dry = {"DRY_RUN": "1"} if sweep in ("ns_nl", "cnn") else {}
     extra = () if dry else ("--dry-run",)
@@ -55,6 +56,7 @@ def test_script_dry_run_reflects_preset_env_and_flags(sweep, tmp_path):
     assert not (tmp_path / "results").exists() and not (tmp_path / "figs").exists()
 
 
+@pytest.mark.slow
 def test_paper_preset_is_the_default(tmp_path):
     done = run_script("test_pd_lr_nl.sh", {"DNN_SPRING": str(CLI), "OUTDIR": "out/lr"},
                       "--dry-run", cwd=tmp_path)

@@ -19,6 +19,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+pytestmark = pytest.mark.slow  # the fast loop (make test-fast) leaves these out
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ["spring/first_order_iteration.ipynb", "spring/sdeint.ipynb",
              "examples/diagnose_resnet.ipynb", "examples/vit_mnist.ipynb",

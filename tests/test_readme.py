@@ -5,10 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_readme_example_runs_as_written(tmp_path):
     blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
     assert blocks, "README has no python example"
@@ -26,6 +29,7 @@ def test_ci_runs_the_readme_test_command():
     assert "make test" in README and "make test" in ci
 
 
+@pytest.mark.slow
 def test_readme_tracker_example_runs_as_written(tmp_path):
     blocks = [b for b in re.findall(r"```python\n(.*?)```", README, flags=re.S)
               if "LoadCurveTracker" in b]
@@ -37,6 +41,7 @@ def test_readme_tracker_example_runs_as_written(tmp_path):
     assert (tmp_path / "trajectory.png").is_file() and (tmp_path / "stress.png").is_file()
 
 
+@pytest.mark.slow
 def test_readme_transformer_example_runs_as_written(tmp_path):
     blocks = [b for b in re.findall(r"```python\n(.*?)```", README, flags=re.S) if 'pool="mean"' in b]
     assert blocks, "README has no pooling example"

@@ -1,13 +1,30 @@
 """The package's shape: imports flow one way, modules stay readable."""
 
 import ast
+import sys
 from pathlib import Path
+
+import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dnn_spring"
 MAX_MODULE_LINES = 400
 # The chain simulators know nothing of networks: besides their own package they
 # may use only the argument checks, the curve-shape statistics and the figure style.
-CHAIN_MAY_IMPORT = {"dnn_spring.checks", "dnn_spring.shape", "dnn_spring._style"}
+CHAIN_MAY_IMPORT = {"dnn_spring._checks", "dnn_spring.metrics", "dnn_spring.metrics._shape",
+                    "dnn_spring._style", "dnn_spring._lazy"}
+# The layers, bottom first: a module may import its own subpackage and the layers below it.
+LAYERS = {
+    "metrics": 1,
+    "capture": 2, "spring": 2,
+    "train": 3, "integrations": 3,
+    "sweep": 4,
+    "analysis": 5,
+    "cli": 6,
+}
+# Shared helpers at the root import no subpackage (``_startup`` only the two that
+# must run before torch loads, and neither imports torch).
+ROOT_HELPERS = {"_checks", "_files", "_style", "_lazy", "_version", "_deprecated"}
+STARTUP_MAY_IMPORT = {"dnn_spring.train", "dnn_spring.train._preempt", "dnn_spring.train._reproducible"}
 
 
 def _module_name(path: Path) -> str:
@@ -29,6 +46,9 @@ def _imports(path: Path, modules: set) -> set:
                 anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
                 base = f"{anchor}.{base}" if base else anchor
             targets = [base] + [f"{base}.{a.name}" for a in node.names]
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "attach"
+              and len(node.args) > 1 and isinstance(node.args[1], ast.Dict)):
+            targets = [v.value for v in node.args[1].values]  # a lazy package's names
         else:
             continue
         out.update(t for t in targets if t in modules)
@@ -64,10 +84,56 @@ def _cycle(graph: dict):
     return None
 
 
-def test_the_graph_sees_late_and_relative_imports():
+def test_the_graph_sees_late_lazy_and_relative_imports():
     graph = _graph()
-    assert "dnn_spring.batched" in graph["dnn_spring.train"]
-    assert "dnn_spring.records" in graph["dnn_spring.chunk"]
+    assert "dnn_spring.train._group" in graph["dnn_spring.train._run"]  # inside a function
+    assert "dnn_spring.sweep._store" in graph["dnn_spring.sweep._task"]
+    assert "dnn_spring.capture._load_curve" in graph["dnn_spring.capture"]  # a lazy name
+    assert "dnn_spring.spring._common" in graph["dnn_spring.spring.first_order"]  # relative
+
+
+def _layer(module: str):
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else None
+
+
+def test_every_subpackage_has_a_layer():
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    assert packages == set(LAYERS), packages ^ set(LAYERS)
+    modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+    assert modules == ROOT_HELPERS | {"_startup"}, modules ^ (ROOT_HELPERS | {"_startup"})
+
+
+def test_imports_go_down_the_layers_only():
+    upward = []
+    for name, imported in _graph().items():
+        mine = _layer(name)
+        for other in sorted(imported):
+            theirs = _layer(other)
+            if name == "dnn_spring" or theirs in ROOT_HELPERS or theirs == mine:
+                continue
+            if mine == "_startup":
+                ok = other in STARTUP_MAY_IMPORT
+            elif mine in ROOT_HELPERS:
+                ok = False
+            else:
+                ok = theirs in LAYERS and LAYERS[theirs] < LAYERS[mine]
+            if not ok:
+                upward.append(f"{name} -> {other}")
+    assert not upward, upward
+
+
+def test_the_layer_check_sees_an_upward_import(tmp_path, monkeypatch):
+    bad = tmp_path / "dnn_spring"
+    for sub in LAYERS:
+        (bad / sub).mkdir(parents=True)
+        (bad / sub / "__init__.py").write_text("")
+    (bad / "__init__.py").write_text("")
+    (bad / "metrics" / "_x.py").write_text("from dnn_spring.train import _run\n")
+    (bad / "train" / "_run.py").write_text("")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", bad)
+    with pytest.raises(AssertionError, match="dnn_spring.metrics._x -> dnn_spring.train"):
+        test_imports_go_down_the_layers_only()
 
 
 def test_no_import_cycle_inside_the_package():

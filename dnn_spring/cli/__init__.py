@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the full argument parser with every sub-command registered."""
     import importlib
 
-    from dnn_spring import __version__
+    from dnn_spring._version import __version__
 
     parser = _Parser(
         prog="dnn-spring",

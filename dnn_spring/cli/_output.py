@@ -2,7 +2,7 @@
 
 Every output of ``train``, ``collect``, ``plot`` and ``report`` goes through
 :func:`write_output`: the bytes are made first (in memory), then written with
-:func:`dnn_spring.records.write_atomically` (a temporary file beside the
+:func:`dnn_spring.sweep._store.write_atomically` (a temporary file beside the
 target, moved into place with ``os.replace``), so a full disk or a read-only
 folder leaves the old file or none, never half a new one.  When the write
 fails the bytes are kept in ``$TMPDIR/dnn-spring-unsaved-<pid>-<name>`` (the
@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from dnn_spring.records import os_error_text, write_atomically
+from dnn_spring.sweep._store import os_error_text, write_atomically
 
 __all__ = ["output_path", "check_suffix", "write_output", "figure_bytes", "write_figure"]
 

@@ -67,7 +67,7 @@ def read_model(path, *, trust: bool = False):
     """The ``nn.Module`` in ``path`` (one-line errors).
 
     Read in this order: a model of ``dnn-spring train --save-model``
-    (weights and config, :mod:`dnn_spring.saved`, loaded with
+    (weights and config, :mod:`dnn_spring.train._saved`, loaded with
     ``weights_only=True``), TorchScript, and, only with ``trust``, a whole
     pickled module (``torch.load(..., weights_only=False)``, which runs any
     code the file holds).
@@ -78,7 +78,7 @@ def read_model(path, *, trust: bool = False):
     import torch
     from torch import nn
 
-    from dnn_spring.saved import from_saved, is_saved_model
+    from dnn_spring.train._saved import from_saved, is_saved_model
 
     if Path(path).is_dir():
         raise ValueError(f"model file {str(path)!r} is a folder; give the saved model's file")
@@ -158,10 +158,10 @@ def _fit_inputs(model, x):
 
 def run(args) -> int:
     """Handler of ``dnn-spring diagnose``."""
-    from dnn_spring.conditioning import near_singular_note
-    from dnn_spring.config import DataConfig
-    from dnn_spring.data import load_dataset
-    from dnn_spring.diagnose import diagnose
+    from dnn_spring.metrics._conditioning import near_singular_note
+    from dnn_spring.train._config import DataConfig
+    from dnn_spring.train._data import load_dataset
+    from dnn_spring.capture._diagnose import diagnose
 
     model = read_model(args.model, trust=args.trust)
     data = load_dataset(DataConfig(dataset=args.dataset, n_train=args.n_train,

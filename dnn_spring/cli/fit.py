@@ -45,11 +45,11 @@ def add_parser(subparsers) -> None:
 
 def _run_fit(args) -> int:
     from dnn_spring._style import save_figure
-    from dnn_spring.checks import check_range
+    from dnn_spring._checks import check_range
     from dnn_spring.cli.results import select_where
-    from dnn_spring.compare import analogy_correlations, fit_sweep, plot_fit_maps
-    from dnn_spring.plots import infer_axis
-    from dnn_spring.records import load_table, save_table
+    from dnn_spring.analysis._chain_fits import analogy_correlations, fit_sweep, plot_fit_maps
+    from dnn_spring.analysis._phase_plots import infer_axis
+    from dnn_spring.sweep._store import load_table, save_table
 
     check_range("--seeds", args.seeds, 1)
     if args.asymmetry is not None:
@@ -130,9 +130,9 @@ def _add_animate(subparsers) -> None:
 
 
 def _run_animate(args) -> int:
-    from dnn_spring.animate import animate_chain_and_network, fitted_chain, setting_config
-    from dnn_spring.checks import check_range
-    from dnn_spring.train import train_run
+    from dnn_spring.analysis._animate import animate_chain_and_network, fitted_chain, setting_config
+    from dnn_spring._checks import check_range
+    from dnn_spring.train._run import train_run
 
     check_range("--frames", args.frames, 2)
     check_range("--fps", args.fps, 1)

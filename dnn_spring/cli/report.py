@@ -30,8 +30,8 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     """Handler of ``dnn-spring report``."""
-    from dnn_spring.records import load_table
-    from dnn_spring.report import plot_proxies, proxy_correlations
+    from dnn_spring.sweep._store import load_table
+    from dnn_spring.analysis._proxy import plot_proxies, proxy_correlations
 
     from .results import require_ok_runs
 

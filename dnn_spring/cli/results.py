@@ -26,7 +26,7 @@ def add_collect(subparsers) -> None:
 
 
 def _run_collect(args) -> int:
-    from dnn_spring.records import TABLE_SUFFIXES, collect, table_bytes
+    from dnn_spring.sweep._store import TABLE_SUFFIXES, collect, table_bytes
 
     out = Path(args.out or f"{str(args.results).rstrip('/')}.parquet")
     check_suffix("--out", out, TABLE_SUFFIXES)
@@ -80,7 +80,7 @@ def add_plot(subparsers) -> None:
 
 def select_where(table, where):
     """The rows of ``table`` whose fields equal every ``KEY=VALUE`` of ``where``."""
-    from dnn_spring.grids import parse_value
+    from dnn_spring.sweep._grids import parse_value
 
     for item in where:
         name, sep, text = item.partition("=")
@@ -100,8 +100,8 @@ def select_where(table, where):
 
 
 def _run_plot(args) -> int:
-    from dnn_spring import plots
-    from dnn_spring.records import load_table
+    from dnn_spring.analysis import _phase_plots as plots
+    from dnn_spring.sweep._store import load_table
 
     if args.out:
         check_suffix("--out", args.out, figure_suffixes())

@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from dnn_spring.checks import choice_problem
+from dnn_spring._checks import choice_problem
 
 __all__ = ["add_parser"]
 
@@ -161,7 +161,7 @@ def _cells_bytes(table, suffix: str) -> bytes:
 
 
 def _cmd_trajectories(args) -> int:
-    from dnn_spring.compare import load_trajectory_records, pick_lazy_active, plot_spring_trajectories
+    from dnn_spring.analysis._chain_fits import load_trajectory_records, pick_lazy_active, plot_spring_trajectories
     from dnn_spring.spring import trajectory_configs
 
     base = _build_config(args, skip=_AXIS_FIELDS)

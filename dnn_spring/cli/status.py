@@ -46,7 +46,7 @@ def sweep_folders(folder) -> list:
 
 def run(args) -> int:
     """Handler of ``dnn-spring status``."""
-    from dnn_spring.slurm_follow import sweep_status
+    from dnn_spring.sweep._slurm_status import sweep_status
 
     for path in sweep_folders(args.folder):
         status = sweep_status(path)

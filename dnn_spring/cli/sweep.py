@@ -22,8 +22,8 @@ __all__ = ["add_parser"]
 
 
 def _add_sweep(subparsers) -> None:
-    from dnn_spring.grids import PRESETS, SWEEPS
-    from dnn_spring.sweep import EXECUTORS
+    from dnn_spring.sweep._grids import PRESETS, SWEEPS
+    from dnn_spring.sweep._runner import EXECUTORS
 
     p = subparsers.add_parser(
         "sweep", help="run a phase-diagram sweep (resumable)",
@@ -92,7 +92,7 @@ def _add_slurm_flags(p) -> None:
 
 
 def _overrides(args) -> dict:
-    from dnn_spring.grids import parse_value
+    from dnn_spring.sweep._grids import parse_value
 
     out = {}
     for item in args.set:
@@ -115,7 +115,7 @@ def _overrides(args) -> dict:
 
 def _grid(args) -> list:
     """The sweep's configs, its sizes checked before the seeds are expanded."""
-    from dnn_spring.grids import expand_grid
+    from dnn_spring.sweep._grids import expand_grid
 
     if args.base_seed < 0:
         raise ValueError(f"`--base-seed` must be >= 0, got {args.base_seed}")
@@ -141,11 +141,11 @@ def _set_mode(args) -> None:
     if args.reproducible and args.native:
         raise ValueError("`--reproducible` and `--native` exclude each other")
     if args.reproducible:
-        from dnn_spring.reproducible import reexecute
+        from dnn_spring.train._reproducible import reexecute
 
         reexecute("dnn-spring sweep")
     elif args.executor == "slurm" and not args.native:
-        from dnn_spring.reproducible import environment
+        from dnn_spring.train._reproducible import environment
 
         # a cluster's nodes rarely share one CPU model, and a requeued task may resume on
         # another: its tasks run in the mode (sbatch passes this environment on)
@@ -153,10 +153,10 @@ def _set_mode(args) -> None:
 
 
 def _run_sweep(args) -> int:
-    from dnn_spring.graphs import ENV_FLAG
-    from dnn_spring.grids import default_out_dir
-    from dnn_spring.locks import FolderBusyError
-    from dnn_spring.sweep import RecordWriteError, run_sweep
+    from dnn_spring.train._cuda_graphs import ENV_FLAG
+    from dnn_spring.sweep._grids import default_out_dir
+    from dnn_spring.sweep._locks import FolderBusyError
+    from dnn_spring.sweep._runner import RecordWriteError, run_sweep
 
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"`--workers` must be >= 1, got {args.workers}")
@@ -175,7 +175,7 @@ def _run_sweep(args) -> int:
     slurm = _slurm_options(args)
     if args.wait and args.executor != "slurm":
         raise ValueError("`--wait` goes with --executor slurm (local sweeps always wait)")
-    from dnn_spring.preempt import Preempted, stop_on_signals, stop_signal
+    from dnn_spring.train._preempt import Preempted, stop_on_signals, stop_signal
 
     polite = stop_on_signals() if args.executor != "slurm" else contextlib.nullcontext()
     try:
@@ -203,7 +203,7 @@ def _run_sweep(args) -> int:
 
 def _dry_run(args, configs, out) -> int:
     """Print one JSON line per distinct config and the counts; train nothing."""
-    from dnn_spring.sweep import pending_configs
+    from dnn_spring.sweep._runner import pending_configs
 
     repeated = len(configs)
     configs = list({c.key(): c for c in configs}.values())  # a config once however often listed
@@ -243,7 +243,7 @@ def _stopped(signum, out) -> int:
     """Say that a signal stopped the sweep and what it kept; the exit status 128 + signal."""
     import signal
 
-    from dnn_spring.chunk import CHECKPOINT_DIR
+    from dnn_spring.sweep._task import CHECKPOINT_DIR
 
     signum = int(signum or signal.SIGTERM)
     saved = sorted((Path(out) / CHECKPOINT_DIR).glob("*.pt"))
@@ -258,7 +258,7 @@ def _failure_reasons(configs, out) -> list:
     """``(reason, count)`` of the grid's failed records, the most common first."""
     from collections import Counter
 
-    from dnn_spring.records import scan_records
+    from dnn_spring.sweep._store import scan_records
 
     keys = {c.key() for c in configs}
     records, _ = scan_records(out, warn=False)
@@ -268,7 +268,7 @@ def _failure_reasons(configs, out) -> list:
 
 
 def _slurm_options(args):
-    from dnn_spring.sweep import SlurmOptions
+    from dnn_spring.sweep._runner import SlurmOptions
 
     for name in ("time", "cpus", "parallel"):
         if getattr(args, name) < 1:

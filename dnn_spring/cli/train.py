@@ -1,6 +1,6 @@
 """``dnn-spring train``: train one network and print its load curve.
 
-One flag per :class:`~dnn_spring.config.RunConfig` field, defaults from the
+One flag per :class:`~dnn_spring.train._config.RunConfig` field, defaults from the
 dataclasses.  Bad values end in one line on stderr and exit status 2 (argparse
 type errors here, config validation errors through the dispatcher).
 """
@@ -12,8 +12,8 @@ import json
 import os
 import sys
 
-from ..graphs import ENV_FLAG
-from ..config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from dnn_spring.train._cuda_graphs import ENV_FLAG
+from dnn_spring.train._config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from ._limits import check_model, check_n_train, check_threads
 from ._output import output_path, write_output
 
@@ -97,7 +97,7 @@ def add_parser(subparsers) -> None:
                    help="write the run record as JSON to FILE")
     p.add_argument("--save-model", default=None, metavar="FILE", type=output_path,
                    help="save the trained network (its config and weights; read safely by "
-                   "`dnn-spring diagnose --model FILE` and dnn_spring.saved) to FILE")
+                   "`dnn-spring diagnose --model FILE` and dnn_spring.train._saved) to FILE")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="hide the progress bar")
     p.add_argument("--reproducible", action="store_true",
@@ -161,13 +161,13 @@ def format_record(record: dict) -> str:
 
 def near_singular_note(record: dict) -> "str | None":
     """One line naming the record's near-singular points (``record["near_singular"]``), or None."""
-    from ..conditioning import near_singular_note as note
+    from dnn_spring.metrics._conditioning import near_singular_note as note
 
     return note(record.get("near_singular"), "compare the pinv32 column")
 
 
 def _model_bytes(model) -> bytes:
-    from ..saved import model_bytes
+    from dnn_spring.train._saved import model_bytes
 
     return model_bytes(model.cpu().eval())
 
@@ -180,10 +180,10 @@ def run(args) -> int:
     atomically and on its own: a write that fails keeps its bytes in the
     temporary folder, says where in one line, and makes the exit status 1.
     """
-    from ..train import resolve_device, train_run
+    from dnn_spring.train._run import resolve_device, train_run
 
     if args.reproducible:
-        from ..reproducible import reexecute
+        from dnn_spring.train._reproducible import reexecute
 
         reexecute("dnn-spring train")
     config = config_from_args(args)

@@ -7,7 +7,7 @@
     callback.history                                         # as LoadCurveTracker's
 
 The callback makes a :class:`~dnn_spring.LoadCurveTracker` on the Trainer's
-model and measures it on the fixed probe set at the end of every
+model and measures it on the fixed measurement set at the end of every
 ``every``-th optimiser step (the Trainer's ``global_step``), at every
 evaluation (``at_evaluate=True``) and before the first step
 (``at_start=True``), at most once per step.  Rows carry the Trainer's
@@ -24,13 +24,13 @@ looking for it in the calling frames; set ``callback.trainer`` to choose it
 yourself.
 
 Layers default to the model's transformer blocks and its output head
-(:func:`~dnn_spring.points.default_points` states the rule); ``layers=``
+(:func:`~dnn_spring.capture._points.default_points` states the rule); ``layers=``
 takes names, a block class or a callable as :func:`~dnn_spring.load_curve`
 does.  Under ``torch.distributed`` every process measures (a sharded model
 needs every rank for its forward pass) and, as :func:`~dnn_spring.load_curve`
 does by default, the statistics are summed over the ranks: give each rank
-its shard of the probe set, or pass ``distributed=False`` to measure each
-rank's probe alone.
+its shard of the measurement set, or pass ``distributed=False`` to measure each
+rank's own measurement set.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ import warnings
 
 import pandas as pd
 
-from dnn_spring.points import default_points
-from dnn_spring.pooling import check_pooling
-from dnn_spring.tracker import SHAPE_COLUMNS, LoadCurveTracker
+from dnn_spring.capture._points import default_points
+from dnn_spring.capture._pooling import check_pooling
+from dnn_spring.capture._tracker import SHAPE_COLUMNS, LoadCurveTracker
 
 __all__ = ["LoadCurveCallback"]
 
@@ -79,7 +79,7 @@ class LoadCurveCallback(_base()):
     Parameters
     ----------
     probe : DataLoader or list of batches, or tensor of shape (n_samples, ...)
-        The fixed probe set, as for :class:`~dnn_spring.LoadCurveTracker`:
+        The fixed measurement set, as for :class:`~dnn_spring.LoadCurveTracker`:
         batches as the model takes them (dicts of ``input_ids``,
         ``attention_mask``, ``labels``, ...), used as given, so they must be
         the same samples every time.
@@ -90,7 +90,7 @@ class LoadCurveCallback(_base()):
         evaluations (``at_evaluate``) and at the start (``at_start``).
     layers : optional
         Which points; default the model's transformer blocks and its head
-        (:func:`~dnn_spring.points.default_points`).
+        (:func:`~dnn_spring.capture._points.default_points`).
     pool : {"mean", "first", "last", "flatten"} or callable, optional
         How a block's (batch, tokens, width) output becomes one feature
         vector per sample (see :func:`~dnn_spring.load_curve`).  Default
@@ -110,7 +110,7 @@ class LoadCurveCallback(_base()):
         Prefix of the logged names.
     **tracker_kwargs
         Further :class:`~dnn_spring.LoadCurveTracker` options (``output``,
-        ``probe_size``, ``seed``, ``batch_size``, ...).
+        ``sample_size``, ``seed``, ``batch_size``, ...).
 
     Attributes
     ----------

@@ -14,7 +14,7 @@ counters as ``step`` (global step) and ``epoch`` (epochs done), so a resumed
 fit goes on counting.  Rank 0 runs the forward pass alone: with a sharded
 strategy (FSDP, DeepSpeed ZeRO-3) that would wait for the other ranks, so
 use the callback with data-parallel or single-device training.  Rank 0 measures its
-probe alone (``distributed=False`` unless given), so no collective waits on
+measurement set alone (``distributed=False`` unless given), so no collective waits on
 the other ranks.  It logs the curve's ``c``,
 ``v`` and the last hidden point's log D through ``pl_module.log`` as
 ``load_curve/c``, ``load_curve/v`` and ``load_curve/final_log_d``.
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 
-from dnn_spring.tracker import LoadCurveTracker
+from dnn_spring.capture._tracker import LoadCurveTracker
 
 __all__ = ["LoadCurveCallback"]
 
@@ -46,7 +46,7 @@ class LoadCurveCallback(_base()):
     Parameters
     ----------
     data, labels
-        The probe set, as for :class:`~dnn_spring.LoadCurveTracker`.
+        The measurement set, as for :class:`~dnn_spring.LoadCurveTracker`.
     every : int, default=1
         Measure every ``every`` epochs (or steps).
     interval : {"epoch", "step"}, default="epoch"
@@ -54,10 +54,10 @@ class LoadCurveCallback(_base()):
         Log ``load_curve/c``, ``/v`` and ``/final_log_d`` with ``pl_module.log``.
     **tracker_kwargs
         Further :class:`~dnn_spring.LoadCurveTracker` options (``layers``,
-        ``logits``, ``probe_size``, ``seed``, ...).  By default the points
+        ``logits``, ``sample_size``, ``seed``, ...).  By default the points
         are those of the model the LightningModule wraps (a module whose
         parameters all sit in one child, ``self.net``, is looked through; see
-        :func:`~dnn_spring.points.default_points`).
+        :func:`~dnn_spring.capture._points.default_points`).
     """
 
     def __init__(self, data, labels=None, *, every: int = 1, interval: str = "epoch",

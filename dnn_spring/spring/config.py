@@ -12,7 +12,7 @@ import math
 import numbers
 from dataclasses import dataclass
 
-from dnn_spring.checks import choice_problem, raise_all, range_problem
+from dnn_spring._checks import choice_problem, raise_all, range_problem
 
 __all__ = [
     "FirstOrderConfig",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dnn_spring.spring._batch import check_batch, check_memory, column, record_steps, stretch
+from dnn_spring.spring._common import check_batch, check_memory, column, record_steps, stretch
 from dnn_spring.spring.config import FirstOrderConfig
 from dnn_spring.spring.noise import GaussianIncrements, resolve_generators
 from dnn_spring.spring.result import ChainBatchResult, ChainResult

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dnn_spring.checks import check_choice, check_range
+from dnn_spring._checks import check_choice, check_range
 from dnn_spring.spring._fit_common import (  # noqa: F401 - also this module's names
     _GRIDS, PARAMETERS, UNIDENTIFIED_SHARE, _axes, _configs, _intervals, _local_grid,
     normalise_curve)

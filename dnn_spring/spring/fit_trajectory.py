@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dnn_spring.checks import check_choice, check_range
+from dnn_spring._checks import check_choice, check_range
 from dnn_spring.spring._fit_common import (PARAMETERS, as_trajectory, UNIDENTIFIED_SHARE,
                                    _axes, _configs, _intervals, _local_grid, normalise_curve)
 from dnn_spring.spring.first_order import simulate_first_order_batch

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dnn_spring.checks import check_choice
-from dnn_spring.spring._batch import check_batch, check_memory, column, record_steps, stretch
+from dnn_spring._checks import check_choice
+from dnn_spring.spring._common import check_batch, check_memory, column, record_steps, stretch
 from dnn_spring.spring.config import LangevinConfig
 from dnn_spring.spring.noise import GaussianIncrements, resolve_generators, torch_seed
 from dnn_spring.spring.result import ChainBatchResult, ChainResult

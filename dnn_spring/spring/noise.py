@@ -16,7 +16,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from dnn_spring.checks import check_range
+from dnn_spring._checks import check_range
 
 __all__ = ["GaussianIncrements", "resolve_generators", "torch_seed"]
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dnn_spring.checks import check_range
-from dnn_spring.shape import load_shape
+from dnn_spring._checks import check_range
+from dnn_spring.metrics._shape import load_shape
 from dnn_spring.spring.config import FirstOrderConfig, LangevinConfig
 from dnn_spring.spring.first_order import simulate_first_order_batch
 from dnn_spring.spring.langevin import simulate_langevin_batch

@@ -1,7 +1,7 @@
 """Figures of spring–block chains: one chain, the phase diagram, trajectories.
 
 Only chains are drawn here; the figure that sets chains beside a network's
-log D over epochs is :func:`dnn_spring.compare.plot_spring_trajectories`.
+log D over epochs is :func:`dnn_spring.analysis._chain_fits.plot_spring_trajectories`.
 
 Every function returns a :class:`matplotlib.figure.Figure` drawn inside
 :func:`dnn_spring._style.figure_style`; none calls ``plt.show()``.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from dnn_spring._style import CURVE_COLOR, REGIME_COLORS, figure_style
-from dnn_spring.checks import check_choice
+from dnn_spring._checks import check_choice
 
 __all__ = ["plot_chain", "plot_load_curves", "plot_spring_phase_diagram", "plot_chain_trajectories",
            "depth_colors", "SHADES"]
@@ -167,7 +167,7 @@ def plot_chain_trajectories(lazy, active, *, axes=None):
         A high-friction/low-noise chain and a noisy one.
     axes : sequence of two matplotlib Axes, optional
         Where to draw them (a row of a larger figure, as
-        :func:`dnn_spring.compare.plot_spring_trajectories` does); default a
+        :func:`dnn_spring.analysis._chain_fits.plot_spring_trajectories` does); default a
         new figure.
 
     Returns

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from dnn_spring.shape import LoadShape, load_shape
+from dnn_spring.metrics._shape import LoadShape, load_shape
 
 __all__ = ["ChainResult", "ChainBatchResult", "chain_curve", "evenness"]
 

@@ -6,10 +6,10 @@ changelog); the pinned file then holds that version's records::
     OMP_NUM_THREADS=1 python tests/data/pin_records.py
 
 The records are trained in the reproducible mode (``DNN_SPRING_REPRODUCIBLE=1``,
-set here before torch loads: :mod:`dnn_spring.reproducible`) with one torch
+set here before torch loads: :mod:`dnn_spring.train._reproducible`) with one torch
 thread, so any x86 CPU with AVX2 writes the same file with the same torch
 build.  The configs are kept; every record is trained again.  With
-``--out FILE`` the records go to FILE instead (``tests/test_pinned_records.py``
+``--out FILE`` the records go to FILE instead (``tests/train/test_pinned_records.py``
 compares them with the pinned ones).
 """
 
@@ -26,9 +26,9 @@ os.environ["DNN_SPRING_REPRODUCIBLE"] = "1"  # before torch: dnn_spring applies 
 import dnn_spring  # noqa: E402,F401  (first, before torch)
 import torch  # noqa: E402
 
-from dnn_spring.batched import train_group  # noqa: E402
-from dnn_spring.config import RunConfig  # noqa: E402
-from dnn_spring.train import train_run  # noqa: E402
+from dnn_spring.train._group import train_group  # noqa: E402
+from dnn_spring.train._config import RunConfig  # noqa: E402
+from dnn_spring.train._run import train_run  # noqa: E402
 
 PATH = Path(__file__).with_name("pinned_records.json")
 

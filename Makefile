@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test bench paper-figures
+.PHONY: install demo test test-fast docs bench paper-figures
 
 $(BIN)/dnn-spring: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,17 @@ install: $(BIN)/dnn-spring
 demo: install
 	PATH="$(abspath $(BIN)):$$PATH" PRESET=quick FIGDIR=results/figs bash bash/test_pd_ns_nl.sh
 
-test: install
+# The whole suite, after the strict docs build (a warning, a broken reference or a
+# public name without a docstring fails it).  This is what CI runs.
+test: install docs
 	$(BIN)/python -m pytest
+
+# The development loop: everything but the tests marked `slow` (about 2 minutes).
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow" -q
+
+docs: install
+	$(BIN)/python -m sphinx -W --keep-going -n -q -b html docs docs/_build/html
 
 bench: install
 	$(BIN)/python benchmarks/bench_metrics.py

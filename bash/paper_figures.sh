@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paper's four MLP phase-diagram panels (SPEC §6 grids, 100 or 200 epochs)
+# The paper's four MLP phase-diagram panels (docs/science.md#sweeps grids, 100 or 200 epochs)
 # on the embedded real MNIST (mnist5k), then the four-panel figure, the
 # curvature maps and the collected tables under figs/.  Resumable: rerun after a
 # kill, or with more SEEDS later (the first seeds are kept and not retrained).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CNN dropout sweep at α = 0 (ReLU) on CIFAR-10 3×10×10 (SPEC §6, sweep `cnn`).
+# CNN dropout sweep at α = 0 (ReLU) on CIFAR-10 3×10×10 (docs/science.md#sweeps, sweep `cnn`).
 # Trains the grid (resumable: rerun after a kill), collects the records and
 # draws figs/pd_cnn.png.  Environment: PRESET=quick|paper, DATASET, DEVICE,
 # OUTDIR, FIGDIR, WORKERS, EXECUTOR=local|slurm, DRY_RUN=1; see _common.sh.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Phase diagram: batch size × LeakyReLU slope (SPEC §6, sweep `bm_nl`).
+# Phase diagram: batch size × LeakyReLU slope (docs/science.md#sweeps, sweep `bm_nl`).
 # Trains the grid (resumable: rerun after a kill), collects the records and
 # draws figs/pd_bm_nl.png.  Environment: PRESET=quick|paper, DATASET, DEVICE,
 # OUTDIR, FIGDIR, WORKERS, EXECUTOR=local|slurm, DRY_RUN=1; see _common.sh.

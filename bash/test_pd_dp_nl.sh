@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Phase diagram: dropout × LeakyReLU slope (SPEC §6, sweep `dp_nl`).
+# Phase diagram: dropout × LeakyReLU slope (docs/science.md#sweeps, sweep `dp_nl`).
 # Trains the grid (resumable: rerun after a kill), collects the records and
 # draws figs/pd_dp_nl.png.  Environment: PRESET=quick|paper, DATASET, DEVICE,
 # OUTDIR, FIGDIR, WORKERS, EXECUTOR=local|slurm, DRY_RUN=1; see _common.sh.

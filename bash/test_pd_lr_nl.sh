@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Phase diagram: learning rate × LeakyReLU slope (SPEC §6, sweep `lr_nl`).
+# Phase diagram: learning rate × LeakyReLU slope (docs/science.md#sweeps, sweep `lr_nl`).
 # Trains the grid (resumable: rerun after a kill), collects the records and
 # draws figs/pd_lr_nl.png.  Environment: PRESET=quick|paper, DATASET, DEVICE,
 # OUTDIR, FIGDIR, WORKERS, EXECUTOR=local|slurm, DRY_RUN=1; see _common.sh.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Phase diagram: data/label noise p × LeakyReLU slope (SPEC §6, sweep `ns_nl`).
+# Phase diagram: data/label noise p × LeakyReLU slope (docs/science.md#sweeps, sweep `ns_nl`).
 # Trains the grid (resumable: rerun after a kill), collects the records and
 # draws figs/pd_ns_nl.png.  Environment: PRESET=quick|paper, DATASET, DEVICE,
 # OUTDIR, FIGDIR, WORKERS, EXECUTOR=local|slurm, DRY_RUN=1; see _common.sh.

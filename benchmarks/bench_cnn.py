@@ -1,6 +1,6 @@
 """The paper's CNN one at a time vs in batched groups, on this machine.
 
-The CNN sweep (SPEC §6) is 8 dropout values x 10 seeds x 2,000 epochs of the
+The CNN sweep (docs/science.md#sweeps) is 8 dropout values x 10 seeds x 2,000 epochs of the
 depth-8, 20-channel CNN at full batch (2,560 images of 10x10).  This script
 times, training only (the epoch loop of ``dnn_spring.train._group.GroupLoop``, after
 one warm-up epoch):

@@ -1,6 +1,6 @@
 """Benchmark: a 10 × 10 friction × noise grid of the second-order chain.
 
-Reference setting of SPEC §7 (L = 7 blocks, dt = 0.05, t_max = 700, i.e.
+Reference setting of docs/science.md#chains (L = 7 blocks, dt = 0.05, t_max = 700, i.e.
 14,000 steps, shared noise).  The vectorised backends integrate all 100
 chains at once; sdeint needs one call per grid point.  Timing every sdeint
 call would take minutes, so by default a subset of the grid points (spread

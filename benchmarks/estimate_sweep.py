@@ -1,4 +1,4 @@
-"""Wall time of the full SPEC §6 MLP sweep on this machine, from measured group times.
+"""Wall time of the full docs/science.md#sweeps MLP sweep on this machine, from measured group times.
 
 The four MLP panels (ns_nl, lr_nl, dp_nl, bm_nl: 2,820 runs) are planned into
 chunks exactly as the sweep runner does (``dnn_spring.sweep._runner.plan_tasks``: same

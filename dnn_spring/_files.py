@@ -36,3 +36,8 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def os_error_text(exc: OSError) -> str:
+    """``[Errno 28] No space left on device`` (no file name: the caller names the path)."""
+    return f"[Errno {exc.errno}] {exc.strerror}" if exc.errno else f"{type(exc).__name__}: {exc}"

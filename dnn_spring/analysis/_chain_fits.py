@@ -104,7 +104,7 @@ def _draw_dnn(ax, record, title):
     traj = record["trajectory"]
     epochs = np.array([p["epoch"] for p in traj], dtype=float)
     log_d = np.array([p["log_d"] for p in traj], dtype=float)  # (n_epochs, n_points)
-    # run records list the logits point last (SPEC §3); draw it apart
+    # run records list the logits point last (docs/science.md#load-curve-and-shape); draw it apart
     n_hidden = log_d.shape[1] - 1
     colors = depth_colors(n_hidden)  # layer ℓ in the colour of the chain's block ℓ
     for ell in range(n_hidden):

@@ -1,4 +1,4 @@
-"""Phase-diagram figures from a sweep's results table (SPEC §6).
+"""Phase-diagram figures from a sweep's results table (docs/science.md#sweeps).
 
 Every function takes the table of :func:`dnn_spring.sweep._store.collect` (one row
 per run) and returns a matplotlib Figure.  The grid of a panel is always the

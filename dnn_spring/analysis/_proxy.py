@@ -1,4 +1,4 @@
-"""The load curve as a generalization proxy: rank correlations over a sweep (SPEC §8).
+"""The load curve as a generalization proxy: rank correlations over a sweep (docs/science.md#proxy-and-stress-map).
 
 Over the runs of a collected sweep table, :func:`proxy_correlations` gives
 Spearman's ρ between the test accuracy and each of the curve's statistics,

@@ -61,7 +61,7 @@ def transformer_blocks(model: nn.Module) -> list:
     -------
     list of str
         Module names (nested names with dots), for ``layers=`` of
-        :func:`~dnn_spring.load_curve`.
+        :func:`~dnn_spring.capture.load_curve`.
 
     Raises
     ------

@@ -1,7 +1,7 @@
 """A stress map of a network: which layers carry the load, and which way to move.
 
-:func:`diagnose` measures the load curve (:func:`~dnn_spring.load_curve`)
-and reads it the way the phase diagram does (SPEC §3, §6):
+:func:`diagnose` measures the load curve (:func:`~dnn_spring.capture.load_curve`)
+and reads it the way the phase diagram does (docs/science.md#load-curve-and-shape, §6):
 
 - each hidden point ℓ = 1..L−1 (the logits left out) gets its **load**, the
   drop of log D across it, and its **share** of the total load
@@ -97,14 +97,14 @@ def diagnose(model, data, labels=None, *, layers=None, sample_size: "int | None"
              seed: int = 0, logits="auto", probe_size=UNSET, **kwargs) -> Diagnosis:
     """Measure ``model``'s load curve and say which layers are overloaded or idle.
 
-    It measures exactly what a :class:`~dnn_spring.LoadCurveTracker` with the
+    It measures exactly what a :class:`~dnn_spring.capture.LoadCurveTracker` with the
     same arguments measures (the same measurement set, points and logits), so the
     tracker and the stress map agree on one model.
 
     Parameters
     ----------
     model, data, labels, layers
-        As in :func:`~dnn_spring.load_curve` (clean training labels); the
+        As in :func:`~dnn_spring.capture.load_curve` (clean training labels); the
         points by default are :func:`~dnn_spring.capture._points.default_points`.
     sample_size : int or None, default=512
         With tensor data, a seeded subset of this many samples (the
@@ -112,9 +112,9 @@ def diagnose(model, data, labels=None, *, layers=None, sample_size: "int | None"
     seed : int, default=0
         Seed of the subset.
     logits : "auto", str, int or None, default="auto"
-        Which point is the logits (see :func:`~dnn_spring.load_curve`).
+        Which point is the logits (see :func:`~dnn_spring.capture.load_curve`).
     **kwargs
-        Further :class:`~dnn_spring.LoadCurveTracker` options (``pool``,
+        Further :class:`~dnn_spring.capture.LoadCurveTracker` options (``pool``,
         ``target``, ``output``, ``max_classes``, ``batch_size``, ``device``,
         ``method``, ``project``, ...).
 

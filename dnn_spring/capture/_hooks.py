@@ -2,7 +2,7 @@
 
 :class:`HookSet` hooks the chosen modules and hands each point's features
 to a sink; :class:`Passes` runs the two streaming passes of
-:func:`~dnn_spring.load_curve` (class means, then within-class sums) with one
+:func:`~dnn_spring.capture.load_curve` (class means, then within-class sums) with one
 :class:`~dnn_spring.metrics._fuzziness.FuzzinessAccumulator` per point, keeping the
 first pass's features while they fit the cache.
 """

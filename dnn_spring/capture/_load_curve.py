@@ -1,4 +1,4 @@
-"""Activation capture for any ``nn.Module`` and the load curve (SPEC §2–§3).
+"""Activation capture for any ``nn.Module`` and the load curve (docs/science.md#separation-fuzziness, #load-curve-and-shape).
 
 Two public functions, a discover/measure pair: :func:`list_layers` names the
 modules that can be measured, :func:`load_curve` measures them.  Features are
@@ -108,7 +108,7 @@ def load_curve(model: nn.Module, data, labels=None, layers=None, *, pool="flatte
     The model is put in eval mode and run under ``no_grad``; every module's
     own training flag is restored afterwards.  Each layer's output becomes
     one row of features per sample (flattened, or pooled over tokens) and its
-    fuzziness is computed in float64 (SPEC §2).
+    fuzziness is computed in float64 (docs/science.md#separation-fuzziness).
 
     Parameters
     ----------

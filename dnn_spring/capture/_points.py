@@ -1,7 +1,7 @@
 """Which points of a model a load curve measures by default, and which one is the logits.
 
-:func:`default_points` is the one rule that :func:`~dnn_spring.load_curve`,
-:class:`~dnn_spring.LoadCurveTracker`, :func:`~dnn_spring.capture._diagnose` and both
+:func:`default_points` is the one rule that :func:`~dnn_spring.capture.load_curve`,
+:class:`~dnn_spring.capture.LoadCurveTracker`, :func:`~dnn_spring.capture._diagnose` and both
 callbacks use when ``layers`` is not given, so that they measure the same
 curve.  In order:
 

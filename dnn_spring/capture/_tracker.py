@@ -1,6 +1,6 @@
 """The load curve while a model trains: :class:`LoadCurveTracker`.
 
-A tracker holds a fixed measurement set and measures :func:`~dnn_spring.load_curve`
+A tracker holds a fixed measurement set and measures :func:`~dnn_spring.capture.load_curve`
 on it every ``every`` calls of :meth:`~LoadCurveTracker.step` (or of
 :meth:`~LoadCurveTracker.epoch_end`, counted separately).  Each measurement
 runs in eval mode under ``no_grad`` and restores every module's own training
@@ -21,7 +21,7 @@ and must give the same samples every time.  Give it clean labels: the load
 curve measures how the classes are separated, not how the noisy labels are fitted.
 
 Transformers and language models take the same options as
-:func:`~dnn_spring.load_curve`::
+:func:`~dnn_spring.capture.load_curve`::
 
     batches = [dict(tokenizer(texts[i:i + 16], padding=True, return_tensors="pt"), labels=y[i:i + 16])
              for i in range(0, 256, 16)]                     # a list of dict batches
@@ -79,10 +79,10 @@ class LoadCurveTracker:
     every : int, default=1
         Measure when the call count of :meth:`step` (or :meth:`epoch_end`) is
         a multiple of ``every``.
-    layers : see :func:`~dnn_spring.load_curve`
+    layers : see :func:`~dnn_spring.capture.load_curve`
         Which points to measure (default:
         :func:`~dnn_spring.capture._points.default_points`, the same points as
-        :func:`~dnn_spring.load_curve` and :func:`~dnn_spring.capture._diagnose`).
+        :func:`~dnn_spring.capture.load_curve` and :func:`~dnn_spring.capture._diagnose`).
     sample_size : int or None, default=512
         Samples of tensor data kept as the measurement set (a seeded subset); None
         keeps all.
@@ -102,17 +102,17 @@ class LoadCurveTracker:
         Sum the statistics over the ranks (None: when a process group is
         initialised).
     batch_size, device, n_classes, class_bytes
-        Passed to :func:`~dnn_spring.load_curve`.
+        Passed to :func:`~dnn_spring.capture.load_curve`.
     warn : bool, default=True
         Give the near-singular, wide-sequence and under-sampled warnings of
-        :func:`~dnn_spring.load_curve`, and one when the curve has fewer than
+        :func:`~dnn_spring.capture.load_curve`, and one when the curve has fewer than
         3 points without the logits (its shape is then NaN), each once per
         tracker; records keep ``rank_b`` and ``cond_b`` anyway.
     logits : "auto", str, int or None, default="auto"
-        Which point is the logits (see :func:`~dnn_spring.load_curve`).
+        Which point is the logits (see :func:`~dnn_spring.capture.load_curve`).
     project : int, optional
         A seeded random projection of wide points (see
-        :func:`~dnn_spring.load_curve`).
+        :func:`~dnn_spring.capture.load_curve`).
 
     Attributes
     ----------
@@ -164,7 +164,7 @@ class LoadCurveTracker:
         Returns
         -------
         DataFrame
-            The :func:`~dnn_spring.load_curve` rows with ``measurement`` (0, 1,
+            The :func:`~dnn_spring.capture.load_curve` rows with ``measurement`` (0, 1,
             ...; -1 when not kept), ``step`` and ``epoch`` in front and the curve's shape statistics (:data:`SHAPE_COLUMNS`,
             NaN/None when the curve has no shape) on every row.
         """

@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from dnn_spring.sweep._store import os_error_text, write_atomically
+from dnn_spring._files import os_error_text, write_atomically
 
 __all__ = ["output_path", "check_suffix", "write_output", "figure_bytes", "write_figure"]
 

@@ -1,4 +1,4 @@
-"""The ``sweep`` sub-command (phase diagrams, SPEC §6); ``collect`` and ``plot`` are in :mod:`.results`.
+"""The ``sweep`` sub-command (phase diagrams, docs/science.md#sweeps); ``collect`` and ``plot`` are in :mod:`.results`.
 
     dnn-spring sweep ns_nl --preset quick            # train, resumable
     dnn-spring collect results/ns_nl_quick           # -> results/ns_nl_quick.parquet
@@ -23,7 +23,7 @@ __all__ = ["add_parser"]
 
 def _add_sweep(subparsers) -> None:
     from dnn_spring.sweep._grids import PRESETS, SWEEPS
-    from dnn_spring.sweep._runner import EXECUTORS
+    from dnn_spring.sweep import EXECUTORS
 
     p = subparsers.add_parser(
         "sweep", help="run a phase-diagram sweep (resumable)",

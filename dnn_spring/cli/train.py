@@ -12,7 +12,6 @@ import json
 import os
 import sys
 
-from dnn_spring.train._cuda_graphs import ENV_FLAG
 from dnn_spring.train._config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from ._limits import check_model, check_n_train, check_threads
 from ._output import output_path, write_output
@@ -188,6 +187,8 @@ def run(args) -> int:
         reexecute("dnn-spring train")
     config = config_from_args(args)
     if args.cuda_graphs:
+        from dnn_spring.train._cuda_graphs import ENV_FLAG
+
         os.environ[ENV_FLAG] = "1"  # read by every group, in this process and its workers
     device = resolve_device(args.device)
     check_threads(args.threads)

@@ -6,7 +6,7 @@
     trainer.train()
     callback.history                                         # as LoadCurveTracker's
 
-The callback makes a :class:`~dnn_spring.LoadCurveTracker` on the Trainer's
+The callback makes a :class:`~dnn_spring.capture.LoadCurveTracker` on the Trainer's
 model and measures it on the fixed measurement set at the end of every
 ``every``-th optimiser step (the Trainer's ``global_step``), at every
 evaluation (``at_evaluate=True``) and before the first step
@@ -25,9 +25,9 @@ yourself.
 
 Layers default to the model's transformer blocks and its output head
 (:func:`~dnn_spring.capture._points.default_points` states the rule); ``layers=``
-takes names, a block class or a callable as :func:`~dnn_spring.load_curve`
+takes names, a block class or a callable as :func:`~dnn_spring.capture.load_curve`
 does.  Under ``torch.distributed`` every process measures (a sharded model
-needs every rank for its forward pass) and, as :func:`~dnn_spring.load_curve`
+needs every rank for its forward pass) and, as :func:`~dnn_spring.capture.load_curve`
 does by default, the statistics are summed over the ranks: give each rank
 its shard of the measurement set, or pass ``distributed=False`` to measure each
 rank's own measurement set.
@@ -79,7 +79,7 @@ class LoadCurveCallback(_base()):
     Parameters
     ----------
     probe : DataLoader or list of batches, or tensor of shape (n_samples, ...)
-        The fixed measurement set, as for :class:`~dnn_spring.LoadCurveTracker`:
+        The fixed measurement set, as for :class:`~dnn_spring.capture.LoadCurveTracker`:
         batches as the model takes them (dicts of ``input_ids``,
         ``attention_mask``, ``labels``, ...), used as given, so they must be
         the same samples every time.
@@ -93,7 +93,7 @@ class LoadCurveCallback(_base()):
         (:func:`~dnn_spring.capture._points.default_points`).
     pool : {"mean", "first", "last", "flatten"} or callable, optional
         How a block's (batch, tokens, width) output becomes one feature
-        vector per sample (see :func:`~dnn_spring.load_curve`).  Default
+        vector per sample (see :func:`~dnn_spring.capture.load_curve`).  Default
         ``"mean"`` (over the tokens whose ``attention_mask`` is 1), and
         ``"flatten"`` with ``target="next_token"``, where every position is a
         sample and nothing is pooled.
@@ -109,7 +109,7 @@ class LoadCurveCallback(_base()):
     prefix : str, default="load_curve"
         Prefix of the logged names.
     **tracker_kwargs
-        Further :class:`~dnn_spring.LoadCurveTracker` options (``output``,
+        Further :class:`~dnn_spring.capture.LoadCurveTracker` options (``output``,
         ``sample_size``, ``seed``, ``batch_size``, ...).
 
     Attributes

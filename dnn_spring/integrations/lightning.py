@@ -6,7 +6,7 @@
     trainer.fit(module, loader)
     callback.history                                                  # as LoadCurveTracker's
 
-The callback makes a :class:`~dnn_spring.LoadCurveTracker` on the
+The callback makes a :class:`~dnn_spring.capture.LoadCurveTracker` on the
 LightningModule when fitting starts and measures it at the end of every
 ``every``-th training epoch (``interval="epoch"``) or batch
 (``interval="step"``), on global rank 0 only, with the trainer's own
@@ -46,14 +46,14 @@ class LoadCurveCallback(_base()):
     Parameters
     ----------
     data, labels
-        The measurement set, as for :class:`~dnn_spring.LoadCurveTracker`.
+        The measurement set, as for :class:`~dnn_spring.capture.LoadCurveTracker`.
     every : int, default=1
         Measure every ``every`` epochs (or steps).
     interval : {"epoch", "step"}, default="epoch"
     log : bool, default=True
         Log ``load_curve/c``, ``/v`` and ``/final_log_d`` with ``pl_module.log``.
     **tracker_kwargs
-        Further :class:`~dnn_spring.LoadCurveTracker` options (``layers``,
+        Further :class:`~dnn_spring.capture.LoadCurveTracker` options (``layers``,
         ``logits``, ``sample_size``, ``seed``, ...).  By default the points
         are those of the model the LightningModule wraps (a module whose
         parameters all sit in one child, ``self.net``, is looked through; see

@@ -1,4 +1,4 @@
-"""Separation fuzziness and its companions (SPEC §2), in float64, streamable.
+"""Separation fuzziness and its companions (docs/science.md#separation-fuzziness), in float64, streamable.
 
 With ``n_c`` samples in class ``c``, class means ``μ_c`` and global mean ``μ``::
 
@@ -328,7 +328,7 @@ def separation_stats(features, labels=None, *, n_classes=None, rtol=DEFAULT_RTOL
     Returns
     -------
     dict
-        ``d`` (D of SPEC §2), ``log_d``, ``log_d_pinv32`` (the original
+        ``d`` (D of docs/science.md#separation-fuzziness), ``log_d``, ``log_d_pinv32`` (the original
         code's float32 value; NaN when SS_W is not formed), ``log_inv_d``
         (log Tr(SS_B SS_W^+)), ``log_trace_ratio`` (log Tr SS_W − log Tr
         SS_B), ``rank_b`` (between-class directions kept), ``max_rank_b``
@@ -360,7 +360,7 @@ def separation_stats(features, labels=None, *, n_classes=None, rtol=DEFAULT_RTOL
 
 def separation_fuzziness(features, labels=None, *, n_classes=None, rtol=DEFAULT_RTOL,
                          method="lowrank") -> float:
-    """Separation fuzziness ``D = Tr(SS_W · SS_B^+)`` of one layer (SPEC §2).
+    """Separation fuzziness ``D = Tr(SS_W · SS_B^+)`` of one layer (docs/science.md#separation-fuzziness).
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""Linear and logistic probes of a layer's features (SPEC §2, optional companions)."""
+"""Linear and logistic probes of a layer's features (docs/science.md#separation-fuzziness, optional companions)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def _logistic_probe(x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def probe_stats(features, labels) -> dict:
-    """The linear- and logistic-regression probes of SPEC §2 on in-memory features.
+    """The linear- and logistic-regression probes of docs/science.md#separation-fuzziness on in-memory features.
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""Shape statistics of a load curve (SPEC §3).
+"""Shape statistics of a load curve (docs/science.md#load-curve-and-shape).
 
 A load curve is a sequence ``log D_0, ..., log D_{L-1}`` (the logits point left
 out). The load of layer ℓ is the drop ``log D_{ℓ-1} - log D_ℓ``.  The same
@@ -108,11 +108,11 @@ def load_shape(
     Parameters
     ----------
     curve : DataFrame or array-like of shape (n_points,)
-        A DataFrame returned by :func:`dnn_spring.load_curve` (its ``log_d``
+        A DataFrame returned by :func:`dnn_spring.capture.load_curve` (its ``log_d``
         column is used) or a sequence of log D values ordered from input to
         output.  For a spring–block chain pass the distances ``y - x_ℓ``.
     logits : int, str, None or "auto", default="auto"
-        Which point is the logits, to be left out (SPEC §3).  ``"auto"`` drops
+        Which point is the logits, to be left out (docs/science.md#load-curve-and-shape).  ``"auto"`` drops
         the rows flagged by the DataFrame's ``is_logits`` column and nothing
         for a plain sequence; an int is a position, a str a layer name;
         ``None`` keeps every point.

@@ -1,4 +1,4 @@
-"""Spring–block chains: the mechanical model of feature learning (SPEC §7).
+"""Spring–block chains: the mechanical model of feature learning (docs/science.md#chains).
 
 * :func:`simulate_first_order` / :func:`simulate_first_order_batch` — the
   overdamped iteration with static friction (:class:`FirstOrderConfig`).

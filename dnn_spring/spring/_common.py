@@ -80,7 +80,7 @@ def stretch(x, y):
     """Stretch difference ``Δ_ℓ = (x_{ℓ+1} − x_ℓ) − (x_ℓ − x_{ℓ−1})``, x_0 = 0, x_{L+1} = y.
 
     Computed as the difference of neighbouring extensions, in exactly this
-    order of operations (tests compare with a loop transcription of SPEC §7).
+    order of operations (tests compare with a loop transcription of docs/science.md#chains).
 
     Parameters
     ----------

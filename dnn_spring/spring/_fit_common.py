@@ -146,7 +146,7 @@ def as_trajectory(trajectory, times=None) -> tuple:
     trajectory : dict, pandas.DataFrame or array-like of shape (n_times, n_points)
         A run record with a ``trajectory`` (``curve_every > 0``; each curve's
         last point, the logits, is dropped); a
-        :class:`~dnn_spring.LoadCurveTracker` ``history`` (its logits rows
+        :class:`~dnn_spring.capture.LoadCurveTracker` ``history`` (its logits rows
         dropped, times from its ``epoch`` or ``step`` column); or the log D
         values themselves, input first, no logits, one row per time.
     times : array-like of shape (n_times,), optional

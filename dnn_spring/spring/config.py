@@ -1,8 +1,8 @@
-"""Frozen configurations of the two spring–block chains (SPEC §7).
+"""Frozen configurations of the two spring–block chains (docs/science.md#chains).
 
 Both chains have blocks ``ℓ = 1..L`` at positions ``x_ℓ`` (all start at 0), a
 wall at ``x_0 = 0`` and the right end held at ``x_{L+1} = y``.  The defaults are
-the reference settings of SPEC §7.
+the reference settings of docs/science.md#chains.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class _ConfigMixin:
 
 @dataclass(frozen=True)
 class FirstOrderConfig(_ConfigMixin):
-    """The overdamped chain iterated with static friction (SPEC §7).
+    """The overdamped chain iterated with static friction (docs/science.md#chains).
 
     Every step, for every block ``ℓ`` at once (a synchronous update)::
 
@@ -122,7 +122,7 @@ class FirstOrderConfig(_ConfigMixin):
 
 @dataclass(frozen=True)
 class LangevinConfig(_ConfigMixin):
-    """The second-order (Langevin) chain with kinetic friction (SPEC §7).
+    """The second-order (Langevin) chain with kinetic friction (docs/science.md#chains).
 
     For every block ``ℓ``::
 
@@ -132,7 +132,7 @@ class LangevinConfig(_ConfigMixin):
     where ``Δ_ℓ = (x_{ℓ+1} − x_ℓ) − (x_ℓ − x_{ℓ−1})`` is the stretch difference
     (so ``k Δ_ℓ`` is the spring force ``F_ℓ`` and the acceleration it causes is
     ``F_ℓ / m``), and ``f(v) = −μ→`` for ``v > 0``, ``+μ←`` for ``v < 0``,
-    ``0`` for ``v = 0`` (an acceleration, as in SPEC §7).
+    ``0`` for ``v = 0`` (an acceleration, as in docs/science.md#chains).
 
     Attributes
     ----------

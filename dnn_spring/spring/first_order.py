@@ -1,7 +1,7 @@
 """The first-order (overdamped) spring–block iteration with static friction.
 
 Problem, noise and solver are separate: :func:`first_order_step` is the whole
-update of SPEC §7, :class:`~dnn_spring.spring.noise.GaussianIncrements` the
+update of docs/science.md#chains, :class:`~dnn_spring.spring.noise.GaussianIncrements` the
 seeded noise ξ, and :func:`simulate_first_order_batch` the loop that records.
 The batch is vectorised in numpy over chains ``(B, L)``; every chain keeps its
 own random stream, so a chain's path does not depend on the batch it is in.
@@ -20,7 +20,7 @@ __all__ = ["first_order_step", "simulate_first_order", "simulate_first_order_bat
 
 
 def first_order_step(x, xi, *, k, y, eta, noise, mu_right, mu_left):
-    """One synchronous update of every block (SPEC §7).
+    """One synchronous update of every block (docs/science.md#chains).
 
     ::
 
@@ -53,7 +53,7 @@ def simulate_first_order_batch(configs, *, seed=None, record_every=None) -> Chai
         They must agree on ``n_blocks``, ``n_steps`` and ``noise_mode``; every
         other field may differ per chain (a parameter grid × seeds).
     seed : None, int, sequence of B ints or numpy.random.Generator
-        See :func:`~dnn_spring.spring.noise.resolve_generators`.  A single
+        See ``resolve_generators`` in :mod:`dnn_spring.spring.noise`.  A single
         chain with ``seed=s`` draws ``default_rng(s).normal(0, 1, L)`` (or one
         number for shared noise) at every step.
     record_every : int, optional
@@ -92,7 +92,7 @@ def simulate_first_order_batch(configs, *, seed=None, record_every=None) -> Chai
 
 def simulate_first_order(config: FirstOrderConfig = None, *, seed=None,
                          record_every=None) -> ChainResult:
-    """Iterate one first-order chain (SPEC §7, reference defaults).
+    """Iterate one first-order chain (docs/science.md#chains, reference defaults).
 
     Parameters
     ----------

@@ -200,14 +200,14 @@ def fit_spring_block(curve, *, order: int = 1, seed: int = 0, n_seeds: int = 4,
     Parameters
     ----------
     curve : pandas.DataFrame, dict or array-like
-        A :func:`~dnn_spring.load_curve` frame (its ``log_d`` column) or a
+        A :func:`~dnn_spring.capture.load_curve` frame (its ``log_d`` column) or a
         run record (its ``log_d`` list), whose last point, the logits, is
         dropped: the chain's curve has no logits point (a depth-8 network's
-        8 points before the logits give the 7-block chain of SPEC §7).  Or
+        8 points before the logits give the 7-block chain of docs/science.md#chains).  Or
         the log D values themselves, input first, used as given.
         ``L = len(curve) − 1`` blocks (after dropping the logits).
     order : {1, 2}, default=1
-        The first-order chain (SPEC §7 defaults: k = 1, η = 0.01) or the
+        The first-order chain (docs/science.md#chains defaults: k = 1, η = 0.01) or the
         Langevin chain (its defaults: k = 0.1, dt = 0.05).
     seed : int, default=0
         The chains use seeds ``seed .. seed + n_seeds − 1``.

@@ -184,7 +184,7 @@ def simulate_langevin_batch(configs, *, backend="numpy", seed=None, record_every
         chain.
     seed : None, int, sequence of B ints or numpy.random.Generator
         numpy and sdeint: one numpy stream per chain (see
-        :func:`~dnn_spring.spring.noise.resolve_generators`); a chain seeded
+        ``resolve_generators`` in :mod:`dnn_spring.spring.noise`); a chain seeded
         with ``s`` gets the increments sdeint draws from ``default_rng(s)``.
         torch: one :class:`torch.Generator` for the batch, seeded from ``seed``.
     record_every : int, optional
@@ -243,7 +243,7 @@ def simulate_langevin_batch(configs, *, backend="numpy", seed=None, record_every
 
 def simulate_langevin(config: LangevinConfig = None, *, backend="numpy", seed=None,
                       record_every=None, method="itoint", device=None) -> ChainResult:
-    """Integrate one second-order chain (SPEC §7, reference defaults).
+    """Integrate one second-order chain (docs/science.md#chains, reference defaults).
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""The spring–block phase diagram: friction × noise (SPEC §7).
+"""The spring–block phase diagram: friction × noise (docs/science.md#chains).
 
 Friction plays nonlinearity and noise plays training noise.  The friction
 axis sets ``μ→ = μ`` and ``μ← = μ + δ`` with a fixed asymmetry ``δ``: noise
@@ -109,7 +109,7 @@ def scan_phase_diagram(base=None, *, friction=None, noise=None, asymmetry=None, 
     pandas.DataFrame
         One row per cell: ``row``, ``col``, ``mu_right``, ``mu_left``,
         ``noise``, ``n_seeds``, ``curve`` (seed-mean ``y − x_ℓ``, list),
-        ``curve_std``, ``loads``, the :class:`~dnn_spring.LoadShape` fields
+        ``curve_std``, ``loads``, the :class:`~dnn_spring.metrics.LoadShape` fields
         (``v``, ``c``, ``c_rel``, ``slope``, ``intercept``, ``r2``,
         ``regime``), ``evenness`` and ``order``.
     """

@@ -6,7 +6,7 @@ of ``log D_0 .. log D_{L−1}`` of a depth-``L+1`` network with its logits point
 dropped.  Its loads are the extensions ``x_ℓ − x_{ℓ−1}``, ``ℓ = 1..L``.  The
 last spring, from block L to the pulled end ``x_{L+1} = y``, plays the logits
 layer and is **not** part of the curve or its loads (it is kept in
-``extensions``).  Shape statistics come from :func:`dnn_spring.load_shape`
+``extensions``).  Shape statistics come from :func:`dnn_spring.metrics.load_shape`
 with ``logits=None``, exactly as for a network's curve without its logits.
 """
 

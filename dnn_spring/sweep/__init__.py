@@ -8,6 +8,10 @@ folder into a table.
 
 from dnn_spring._lazy import attach
 
+#: Where a sweep runs: ``"local"`` (a process pool, or this process with one
+#: worker), ``"debug"`` (this process) or ``"slurm"`` (a job array).
+EXECUTORS = ("local", "debug", "slurm")
+
 __getattr__, __dir__, __all__ = attach(__name__, {
     "SWEEPS": "dnn_spring.sweep._grids",
     "SweepSpec": "dnn_spring.sweep._grids",
@@ -17,3 +21,4 @@ __getattr__, __dir__, __all__ = attach(__name__, {
     "collect": "dnn_spring.sweep._store",
     "load_table": "dnn_spring.sweep._store",
 })
+__all__ = ["EXECUTORS", *__all__]

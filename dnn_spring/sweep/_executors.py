@@ -1,15 +1,17 @@
-"""Where a local sweep's chunks run: inline or in a process pool (Slurm: :mod:`dnn_spring.sweep._slurm`).
+"""Where a local sweep's tasks run: in this process or in a process pool.
 
-Each executor takes the chunks and one unit of work, ``chunk_fn(chunk,
+Each executor takes the tasks and one unit of work, ``chunk_fn(task,
 **args)`` (by default :func:`dnn_spring.sweep._task.run_task`), and yields
-``(chunk, result)`` as chunks finish; a chunk whose worker or job died
-yields the exception instead, so the sweep counts its runs as lost.
+``(task, result)`` as tasks finish; a task whose worker died yields the
+exception instead, so the sweep counts its runs as lost.
 
 - :func:`run_inline` (``"debug"``, or one worker): in this process;
 - :func:`run_pool` (``"local"``): a ``spawn`` process pool, each worker with
   a fixed number of torch threads (:func:`threads_per_worker`), dying with
-  the sweep when it is killed;
-- ``"slurm"``: one task of a job array per chunk, see :mod:`dnn_spring.sweep._slurm`.
+  the sweep when it is killed.
+
+The third place a sweep runs, ``"slurm"``, is :mod:`dnn_spring.sweep._slurm`
+(one array task per sweep task); the list is :data:`dnn_spring.sweep.EXECUTORS`.
 """
 
 from __future__ import annotations
@@ -25,11 +27,9 @@ import torch
 
 from dnn_spring.train._preempt import forward_to, stop_worker_on_signals
 
-__all__ = ["EXECUTORS", "threads_per_worker", "run_inline", "run_pool", "result_or_error"]
+__all__ = ["threads_per_worker", "run_inline", "run_pool", "result_or_error"]
 
 logger = logging.getLogger("dnn_spring.sweep._runner")
-
-EXECUTORS = ("local", "debug", "slurm")
 
 
 def _init_worker(threads: int, parent: "int | None" = None) -> None:

@@ -1,4 +1,4 @@
-"""The paper's phase-diagram sweeps (SPEC §6) as grids of run configs.
+"""The paper's phase-diagram sweeps (docs/science.md#sweeps) as grids of run configs.
 
 A sweep crosses one noise axis (data noise ``noise``, learning rate ``lr``,
 ``dropout`` or ``batch_size``) with the LeakyReLU slope α (``slope``) and a

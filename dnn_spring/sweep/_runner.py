@@ -60,7 +60,8 @@ from tqdm.auto import tqdm
 
 from dnn_spring._checks import check_choice, check_range
 from dnn_spring.sweep._task import CHECKPOINT_DIR, checkpoint_path, forget_unwritable, run_task
-from dnn_spring.sweep._executors import EXECUTORS, run_inline, run_pool, threads_per_worker
+from dnn_spring.sweep import EXECUTORS
+from dnn_spring.sweep._executors import run_inline, run_pool, threads_per_worker
 from dnn_spring.sweep._locks import FolderBusyError, folder_lock, held
 from dnn_spring.train._grouping import fixed_group_size, group_key, max_group_size
 from dnn_spring.sweep._store import FINISHED_STATUSES, RecordWriteError, move_aside, os_error_text, scan_records

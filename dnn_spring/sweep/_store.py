@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dnn_spring._files import write_atomically
+from dnn_spring._files import os_error_text, write_atomically
 from dnn_spring.train._record import CURVE_FIELDS, FINISHED_STATUSES, check_record, short_repr
 from dnn_spring.metrics._shape import load_shape
 
@@ -101,11 +101,6 @@ class RecordWriteError(OSError):
 
     def __reduce__(self):  # it travels back from pool workers and Slurm jobs
         return type(self), (self.failures, self.pairs)
-
-
-def os_error_text(exc: OSError) -> str:
-    """``[Errno 28] No space left on device`` (no file name: the caller names the path)."""
-    return f"[Errno {exc.errno}] {exc.strerror}" if exc.errno else f"{type(exc).__name__}: {exc}"
 
 
 def _keep_unsaved(record: dict, path: Path, exc: OSError) -> str:

@@ -38,7 +38,7 @@ N_CLASSES = 10
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of the network (SPEC §4).
+    """Architecture of the network (docs/science.md#networks).
 
     ``depth`` is L: an MLP has L-1 hidden blocks and one output layer; the
     CNN has ``depth`` - 1 = 7 convolutional blocks by default (depth 8).
@@ -99,7 +99,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation and its noise sources (SPEC §5).
+    """Optimisation and its noise sources (docs/science.md#training-and-noise).
 
     ``batch_size = 0`` means full batch.  ``noise`` is the data/label noise p.
     ``temperature`` scales the Gaussian noise of SGLD / preconditioned SGLD.

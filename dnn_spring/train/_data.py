@@ -1,4 +1,4 @@
-"""Data sets of the paper and offline stand-ins, as whole tensors (SPEC §6).
+"""Data sets of the paper and offline stand-ins, as whole tensors (docs/science.md#sweeps).
 
 Everything is loaded once into plain tensors on the requested device: the
 runs use full-batch or simple index batching, so there are no per-sample
@@ -79,9 +79,9 @@ class Dataset:
 
     Attributes
     ----------
-    x_train : Tensor of shape (n_train, *input_shape), float32
+    x_train : Tensor of shape (n_train, C, H, W) or (n_train, features), float32
     y_train : Tensor of shape (n_train,), int64 in 0..n_classes-1
-    x_test : Tensor of shape (n_test, *input_shape), float32
+    x_test : Tensor of shape (n_test, C, H, W) or (n_test, features), float32
     y_test : Tensor of shape (n_test,), int64
     n_classes : int
     input_shape : tuple of int

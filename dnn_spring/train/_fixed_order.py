@@ -308,8 +308,8 @@ def exact_curve(model, x: Tensor, y: Tensor, n_classes: int, *,
                 inverse: bool = True) -> "tuple[pd.DataFrame, Tensor]":
     """The load curve of ``model`` on ``(x, y)`` in fixed order, and its logits (n, C).
 
-    The frame has the columns of :func:`~dnn_spring.load_curve` that a
-    record and :func:`~dnn_spring.load_shape` use.
+    The frame has the columns of :func:`~dnn_spring.capture.load_curve` that a
+    record and :func:`~dnn_spring.metrics.load_shape` use.
     """
     points = exact_forward(model, x)
     modules = dict(model.named_modules())

@@ -26,8 +26,8 @@ The single MLP run of :func:`dnn_spring.train._run.train_run` is a group of one,
 and a member's numbers do not depend on its group: the same config gives the
 same record bit for bit alone or in any group, at any position (on a given
 machine and thread count; see :mod:`dnn_spring.train._member_ops`).
-(``torch.func.vmap`` was measured slower than batched products in 0.1.0: 34
-vs 29 ms per step at batch 10.)
+Batched products rather than ``torch.func.vmap``: they were the faster of the
+two (benchmarks/README.md).
 
 On a CPU batching pays off at small batches (Python and dispatch overhead is
 shared by N members); at full batch a single run already keeps the core busy,

@@ -40,8 +40,7 @@ for inference (eval mode, where it does nothing).
 **Members and single runs.**  A member's numbers are those of its single
 run up to float32 rounding, not bit for bit: a single run (N = 1) takes the
 plain convolution and an ``F.linear`` head, a group the grouped convolution
-(another oneDNN kernel; measured on one layer: 1e-6 relative in the output,
-1e-5 in the weight gradient) and ``MemberLinear``.  The rest is the same in
+(another oneDNN kernel, which rounds differently) and ``MemberLinear``.  The rest is the same in
 any group: the random streams, BatchNorm, activation, pooling and dropout
 channel by channel, and the member's row of the padded optimiser buffer.
 Under Adam the difference grows in the convolution biases, whose gradient

@@ -1,4 +1,4 @@
-"""The networks of the paper (SPEC §4): a BatchNorm MLP and a small CNN.
+"""The networks of the paper (docs/science.md#networks): a BatchNorm MLP and a small CNN.
 
 Both models are built from a :class:`~dnn_spring.train._config.ModelConfig` and are
 initialised from an explicit ``torch.Generator``; constructing a model never
@@ -177,7 +177,7 @@ def init_mlp_parameters(
 
 
 class MLP(nn.Module):
-    """Fully connected net of SPEC §4: input BN, L-1 hidden blocks, linear head.
+    """Fully connected net of docs/science.md#networks: input BN, L-1 hidden blocks, linear head.
 
     ``input_bn`` -> ``blocks[i]`` = Linear -> BatchNorm1d -> LeakyReLU(alpha)
     -> Dropout(p), i = 0..L-2 -> ``head`` = Linear(width, n_out).  With
@@ -289,7 +289,7 @@ def init_cnn_parameters(
 
 
 class CNN(nn.Module):
-    """Convolutional net of SPEC §4 (the paper's CIFAR-10 model at 3x10x10).
+    """Convolutional net of docs/science.md#networks (the paper's CIFAR-10 model at 3x10x10).
 
     ``input_bn`` (BatchNorm2d) -> ``blocks[i]`` = Conv3x3(channels, padding 1)
     -> BatchNorm2d -> LeakyReLU(alpha) -> MaxPool2d(2) -> Upsample(x2, nearest)

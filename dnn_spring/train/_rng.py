@@ -206,7 +206,7 @@ def epoch_samples(x: Tensor, y: Tensor, keys: dict, epoch: int, *, shuffle: bool
                   x_std: float, n_classes: int, levels: "tuple | None" = None) -> tuple:
     """Every member's training set for one epoch, in a fixed number of tensor ops.
 
-    Applies the rules of SPEC §5 (:mod:`dnn_spring.train._rules`) with the members'
+    Applies the rules of docs/science.md#training-and-noise (:mod:`dnn_spring.train._rules`) with the members'
     counter-based streams at counter ``epoch``: a fresh permutation from
     ``order`` (when ``shuffle``), then, for members with noise p > 0, each
     sample's label reset with probability p (``coin``) to a uniform class

@@ -1,4 +1,4 @@
-"""The training rules every trainer shares (SPEC §5).
+"""The training rules every trainer shares (docs/science.md#training-and-noise).
 
 The batched trainer (:mod:`dnn_spring.train._group`, MLP and CNN groups; a
 single run is a group of one) takes these from here and from
@@ -90,7 +90,7 @@ def epochs_above(count: int, mean: float, n_classes: int) -> int:
 
 def stop_reason(mean: float, previous: "float | None", train, *, finite: bool = True,
                 epochs_above: int = 0, last: bool = False) -> "str | None":
-    """Per-epoch stopping rule of SPEC §5, with divergence (None: go on).
+    """Per-epoch stopping rule of docs/science.md#training-and-noise, with divergence (None: go on).
 
     ``"diverged"`` when the epoch's mean loss or any weight is non-finite
     (``finite=False``), or when the loss has been above

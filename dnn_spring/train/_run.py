@@ -1,4 +1,4 @@
-"""One training run, end to end (SPEC §5).
+"""One training run, end to end (docs/science.md#training-and-noise).
 
 :func:`train_run` trains one network from a :class:`~dnn_spring.train._config.RunConfig`
 and returns its run record (:mod:`dnn_spring.train._record`): a flat,

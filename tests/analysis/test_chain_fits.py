@@ -60,10 +60,11 @@ def test_chains_beside_networks_figure():
     assert len([ax for ax in one.axes if ax.get_visible()]) == 3
 
 
-def test_public_names_at_the_top_level():
+def test_public_names_of_the_analysis_package():
+    import dnn_spring.analysis
     for name in ("load_trajectory_records", "pick_lazy_active", "plot_spring_trajectories"):
-        assert getattr(dnn_spring, name) is getattr(dnn_spring.analysis._chain_fits, name)
-        assert name in dnn_spring.__all__ and not hasattr(dnn_spring.spring, name)
+        assert getattr(dnn_spring.analysis, name) is getattr(dnn_spring.analysis._chain_fits, name)
+        assert name in dnn_spring.analysis.__all__ and not hasattr(dnn_spring.spring, name)
 
 
 def test_the_chain_package_imports_nothing_about_networks():

@@ -2,7 +2,7 @@
 
 Every curve is checked against a reference built here by hand: the model's
 pieces called directly, tokens pooled in explicit loops, and
-D = Tr(SS_W · pinv(SS_B)) from the SPEC §2 formulas in float64 numpy.
+D = Tr(SS_W · pinv(SS_B)) from the docs/science.md#separation-fuzziness formulas in float64 numpy.
 """
 
 import math
@@ -90,7 +90,7 @@ def _batches(seed=0, n_batches=4, size=10, length=7, with_labels=True, next_toke
 
 
 def _reference_log_d(features, labels) -> float:
-    """log Tr(SS_W · pinv(SS_B)) in float64 numpy, straight from SPEC §2."""
+    """log Tr(SS_W · pinv(SS_B)) in float64 numpy, straight from docs/science.md#separation-fuzziness."""
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(labels)
     n, mu = len(x), x.mean(0)

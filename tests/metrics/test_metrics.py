@@ -13,7 +13,7 @@ from dnn_spring.metrics._fuzziness import FuzzinessAccumulator, probe_stats
 
 
 def _scatter(x, y):
-    """SS_B and SS_W of SPEC §2, written out in numpy float64."""
+    """SS_B and SS_W of docs/science.md#separation-fuzziness, written out in numpy float64."""
     x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
     y = np.asarray(y)
     n, p = x.shape

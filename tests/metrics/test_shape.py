@@ -1,4 +1,4 @@
-"""Shape statistics of load curves (SPEC §3)."""
+"""Shape statistics of load curves (docs/science.md#load-curve-and-shape)."""
 
 import numpy as np
 import pandas as pd

@@ -76,7 +76,7 @@ def test_batch_rejects_mixed_shapes():
 
 # ------------------------------------------------------------ first order: exact
 def _first_order_loop(cfg: FirstOrderConfig, seed: int) -> np.ndarray:
-    """SPEC §7 transcribed literally: plain loops, one draw per step."""
+    """docs/science.md#chains transcribed literally: plain loops, one draw per step."""
     rng = np.random.default_rng(seed)
     n = cfg.n_blocks
     x = [0.0] * n

@@ -145,7 +145,7 @@ def test_the_langevin_chain_can_be_fitted_too():
     from dnn_spring.spring.langevin import simulate_langevin_batch
 
     steps = 2000
-    truth = {"mu_right": 0.003, "asymmetry": 4 / 3, "noise": 0.003}  # SPEC §7 reference values
+    truth = {"mu_right": 0.003, "asymmetry": 4 / 3, "noise": 0.003}  # docs/science.md#chains reference values
     config = LangevinConfig(n_blocks=L, mu_right=0.003, mu_left=0.004, noise=0.003,
                             t_max=steps * LangevinConfig.dt)
     made = simulate_langevin_batch([config] * 8, seed=list(range(100, 108)), record_every=steps)

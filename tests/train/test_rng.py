@@ -193,7 +193,7 @@ def test_graph_replays_give_the_eager_records(monkeypatch):
 
     monkeypatch.setattr(graphs, "_warm_up", lambda fn, device: fn())
     monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: "pool")
-    monkeypatch.setattr(graphs, "_record", record)
+    monkeypatch.setattr(graphs, "_capture_step", record)
     monkeypatch.setattr(graphs.StepGraphs, "__init__", init)
     monkeypatch.setattr(graphs.StepGraphs, "clear", clear)
     monkeypatch.setattr(graphs, "cuda_graphs_enabled", lambda flag, device: bool(flag))

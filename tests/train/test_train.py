@@ -184,7 +184,7 @@ def test_bad_arguments():
 
 @pytest.mark.slow
 def test_phase_diagram_corners_on_digits():
-    """SPEC §1 on the default digits run (100 epochs, full batch, Adam 1e-3).
+    """The phase diagram's corners (docs/science.md) on the default digits run (100 epochs, full batch, Adam 1e-3).
 
     ReLU without noise is concave (c < 0); linear (α = 1) with data noise
     0.8 is clearly less concave.  Two 100-epoch runs: ~10 s on one core.

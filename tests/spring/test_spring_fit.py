@@ -117,6 +117,7 @@ def _sweep_table():
     return pd.DataFrame(rows)
 
 
+@pytest.mark.slow
 def test_fit_sweep_and_the_analogy_correlations(tmp_path, capsys):
     table = _sweep_table()
     fits = fit_sweep(table, n_seeds=4, asymmetry=1.0)

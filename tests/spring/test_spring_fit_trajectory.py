@@ -55,6 +55,7 @@ def test_a_known_chain_is_recovered_from_its_trajectory(name):
     assert fit.residual < 0.01
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(LOW_FRICTION))
 def test_a_low_friction_chain_gets_an_upper_bound_on_friction(name):
     mu, noise, scale = LOW_FRICTION[name]

@@ -270,6 +270,7 @@ def test_a_sweep_whose_runs_fail_says_why_and_exits_1(tmp_path, capsys):
     assert not (tmp_path / "pd.png").exists()
 
 
+@pytest.mark.slow
 def test_the_bash_script_does_not_plot_a_table_without_a_successful_run(tmp_path):
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PRESET": "quick", "DATASET": "mnist", "EXECUTOR": "debug",

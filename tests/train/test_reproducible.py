@@ -68,6 +68,7 @@ def _clean_env() -> dict:
     return {k: v for k, v in os.environ.items() if k not in drop}
 
 
+@pytest.mark.slow
 def test_the_evaluation_gives_the_same_bits_under_every_kernel_and_thread_count(tmp_path):
     paths = []
     for name, config in CONFIGS.items():
@@ -122,6 +123,7 @@ def test_the_fixed_order_statistics_match_a_float64_reference():
     assert out["log_d_pinv32"] == pytest.approx(out["log_d"], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_the_command_line_restarts_itself_in_the_mode(tmp_path):
     """Even under ATEN_CPU_CAPABILITY=default the mode runs AVX2 kernels, and the record says so."""
     flags = ["train", "--dataset", "digits", "--depth", "3", "--width", "16", "--epochs", "2",

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from ._output import check_suffix, figure_suffixes, output_path, write_figure, write_output
@@ -25,13 +26,46 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
     p.add_argument("--csv", metavar="FILE", type=output_path,
                    help="also write the correlation table as CSV")
+    p.add_argument("--weightwatcher", action="store_true",
+                   help="add WeightWatcher's alpha and alpha_weighted of the same trained models "
+                   "(results folders of sweeps run with --save-weights; "
+                   'pip install "dnn-spring[weightwatcher]")')
+    g = p.add_argument_group("early forecast (runs with trajectories: sweep --trajectory N)")
+    g.add_argument("--forecast", type=_fractions, metavar="F,F,...", default=None,
+                   help="fractions of training at which to forecast the final test accuracy "
+                   "(default 0.1,0.25,0.5 when the runs have trajectories)")
+    g.add_argument("--top", type=int, default=3, metavar="K",
+                   help="size of the top set in the hit count (default 3)")
+    g.add_argument("--forecast-out", metavar="PNG", type=output_path,
+                   help="draw forecast quality against the fraction of training (every recorded "
+                   "fraction) here")
+    g.add_argument("--forecast-csv", metavar="FILE", type=output_path,
+                   help="also write the forecast table as CSV")
     p.set_defaults(func=run)
+
+
+def _fractions(text: str) -> tuple:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected fractions like 0.1,0.25,0.5, got {text!r}") from None
+    if not values or not all(0 <= v <= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"fractions must be in [0, 1], got {text!r}")
+    return values
+
+
+def _has_trajectories(tables: dict) -> bool:
+    return any("trajectory" in t.columns and t["trajectory"].map(
+        lambda v: v is not None and len(v) > 0).any() for t in tables.values())
 
 
 def run(args) -> int:
     """Handler of ``dnn-spring report``."""
     from dnn_spring.sweep._store import load_table
-    from dnn_spring.analysis._proxy import plot_proxies, proxy_correlations
+    from dnn_spring.analysis._forecast import (FRACTIONS, forecast, forecast_fractions,
+                                               forecast_text, plot_forecast)
+    from dnn_spring.analysis._proxy import correlation_text, plot_proxies, proxy_correlations, proxy_table
+    from dnn_spring.analysis._weightwatcher import add_weightwatcher
 
     from .results import require_ok_runs
 
@@ -39,6 +73,12 @@ def run(args) -> int:
         check_suffix("--out", args.out, figure_suffixes())
     if args.csv:
         check_suffix("--csv", args.csv, (".csv",))
+    if args.forecast_csv:
+        check_suffix("--forecast-csv", args.forecast_csv, (".csv",))
+    if args.forecast_out:
+        check_suffix("--forecast-out", args.forecast_out, figure_suffixes())
+    if args.top < 1:
+        raise ValueError(f"`--top` must be >= 1, got {args.top}")
     tables = {}
     for source in args.source:
         name = Path(str(source).rstrip("/")).stem
@@ -46,15 +86,38 @@ def run(args) -> int:
             raise ValueError(f"two sources are both called {name!r}; rename one")
         tables[name] = load_table(source)
         require_ok_runs(tables[name], source)
+        if args.weightwatcher:
+            if not Path(source).is_dir():
+                raise ValueError(f"--weightwatcher needs the results folder of a sweep run with "
+                                 f"--save-weights, not the table {source}")
+            tables[name] = add_weightwatcher(tables[name], source)
     result = proxy_correlations(tables, n_boot=args.boot, seed=args.seed)
-    shown = result.assign(ci=[f"[{lo:+.2f}, {hi:+.2f}]" for lo, hi in zip(result["low"], result["high"])])
-    print(shown.pivot(index="panel", columns="proxy", values="rho").round(2).to_string())
-    print()
-    print(shown[["panel", "proxy", "n", "rho", "ci"]].to_string(index=False, float_format=lambda v: f"{v:+.2f}"))
+    clean = {name: proxy_table(t).attrs["clean_loss"] for name, t in tables.items()}
+    total = sum(int((t["status"] == "ok").sum()) for t in tables.values())
+    print(f"train loss: on the clean training labels for {sum(clean.values())} of {total} ok runs "
+          f"(those whose trajectory ends at their last epoch); the rest use the record's last-epoch "
+          f"loss on the labels they trained on\n")
+    print(correlation_text(result))
+    forecast_result = None
+    if args.forecast or args.forecast_out or args.forecast_csv or _has_trajectories(tables):
+        if not _has_trajectories(tables):
+            raise ValueError("no run has a trajectory: the forecast needs a sweep run with "
+                             "--trajectory N")
+        forecast_result = forecast(tables, args.forecast or FRACTIONS, k=args.top,
+                                   n_boot=args.boot, seed=args.seed)
+        print()
+        print(forecast_text(forecast_result, k=args.top))
     written = True  # each output on its own: one that fails does not stop the other
     if args.csv:
         written &= write_output(args.csv, result.to_csv(index=False).encode(), command="report",
                                 what="table")
     if args.out:
         written &= write_figure(plot_proxies(tables, result), args.out, command="report")
+    if args.forecast_csv:
+        written &= write_output(args.forecast_csv, forecast_result.to_csv(index=False).encode(),
+                                command="report", what="forecast table")
+    if args.forecast_out:
+        every = forecast(tables, forecast_fractions(tables), k=args.top, n_boot=args.boot,
+                         seed=args.seed)
+        written &= write_figure(plot_forecast(every), args.forecast_out, command="report")
     return 0 if written else 1

@@ -59,6 +59,12 @@ def _add_sweep(subparsers) -> None:
                    help="local: worker processes here (default); slurm: submit a job array and "
                    "return (--wait to follow it); debug: inline, for tests")
     _add_slurm_flags(p)
+    p.add_argument("--save-weights", action="store_true",
+                   help="also keep each ok run's trained network in <out>/weights/<key>.pt "
+                   "(about 0.4 MB for the paper's MLP), for `dnn-spring report --weightwatcher`")
+    p.add_argument("--trajectory", type=int, metavar="N",
+                   help="record N load curves per run (with clean-label training accuracy and "
+                   "loss), every epochs/N epochs: sets curve_every; needed by the report's forecast")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--reproducible", action="store_true",
                    help="records the same bit for bit on every x86 CPU with AVX2 (same torch "
@@ -128,8 +134,17 @@ def _grid(args) -> list:
     for config in {c.replace(seed=0, slope=0.0).key(): c for c in cells}.values():
         check_n_train(config, args.device)
         check_model(config, args.device)
-    return expand_grid(args.sweep, args.preset, overrides, n_seeds=args.seeds,
-                       base_seed=args.base_seed)
+    configs = expand_grid(args.sweep, args.preset, overrides, n_seeds=args.seeds,
+                          base_seed=args.base_seed)
+    if args.trajectory is not None:
+        if args.trajectory < 1:
+            raise ValueError(f"`--trajectory` must be >= 1 curves per run, got {args.trajectory}")
+        if "curve_every" in overrides:
+            raise ValueError("`--trajectory` sets curve_every: give it or `--set curve_every=...`, "
+                             "not both")
+        configs = [c.replace(curve_every=max(1, c.train.epochs // args.trajectory))
+                   for c in configs]
+    return configs
 
 
 def _default_workers(device: str) -> int:
@@ -181,11 +196,18 @@ def _run_sweep(args) -> int:
     try:
         with polite:
             try:
+                extra = {}
+                if args.save_weights:
+                    import functools
+
+                    from dnn_spring.sweep._task import run_task
+
+                    extra["chunk_fn"] = functools.partial(run_task, save_weights=True)
                 summary = run_sweep(configs, out, executor=args.executor, workers=workers,
                                     device=args.device, batch=args.batch,
                                     retry_failed=args.retry_failed, progress=args.progress,
                                     desc=args.sweep, slurm=slurm, threads=args.threads,
-                                    wait=args.wait or args.executor != "slurm")
+                                    wait=args.wait or args.executor != "slurm", **extra)
             except Preempted as exc:
                 return _stopped(stop_signal() or exc.signum, out)
     except FolderBusyError as exc:  # another local sweep runs in this folder

@@ -51,6 +51,9 @@ __all__ = ["run_task", "checkpoint_path", "CHECKPOINT_EVERY", "CHECKPOINT_DIR",
 
 logger = logging.getLogger("dnn_spring.sweep._runner")
 
+#: Folder of a results folder where ``save_weights`` keeps each ok run's final weights.
+WEIGHTS_DIR = "weights"
+
 #: Seconds between two saves of a batched group's training state.
 CHECKPOINT_EVERY = 300.0
 #: Folder of a results folder where running groups keep their state.
@@ -91,13 +94,49 @@ def _save(record, config: RunConfig, out_dir) -> str:
     return record["status"]
 
 
-def _train_one(config, out_dir, device, train_fn) -> tuple:
-    start = time.perf_counter()
+def weights_path(out_dir, key: str) -> Path:
+    """Where ``save_weights`` keeps the final weights of the run ``key``: a file that
+    :func:`dnn_spring.train._saved.from_saved` (and ``diagnose --model``) reads."""
+    return Path(out_dir) / WEIGHTS_DIR / f"{key}.pt"
+
+
+def _save_weights(config, record, model, out_dir) -> None:
+    """Keep an ok run's trained network (a failed write is one warning, never lost results)."""
+    if model is None or not isinstance(record, dict) or record.get("status") != "ok":
+        return
+    from dnn_spring._files import os_error_text, write_atomically
+    from dnn_spring.train._saved import model_bytes
+
+    path = weights_path(out_dir, config.key())
     try:
-        record = train_fn(config, device=device, progress=False)
+        data = model_bytes(model)
+        write_atomically(path, lambda handle: handle.write(data))
+    except (OSError, TypeError) as exc:
+        text = os_error_text(exc) if isinstance(exc, OSError) else str(exc)
+        logger.warning("the weights of %s were not saved to %s: %s", config.key(), path, text)
+
+
+def _split(result, n: "int | None") -> tuple:
+    """``(records, models)`` of a trainer that was asked for its models."""
+    if isinstance(result, tuple) and len(result) == 2:
+        return result
+    return result, (None if n is None else [None] * n)  # a trainer that returns records only
+
+
+def _train_one(config, out_dir, device, train_fn, save_weights=False) -> tuple:
+    start = time.perf_counter()
+    model = None
+    try:
+        if save_weights:
+            record, model = _split(train_fn(config, device=device, progress=False,
+                                            return_model=True), None)
+        else:
+            record = train_fn(config, device=device, progress=False)
     except Exception as exc:  # recorded, the sweep goes on
         logger.debug("run %s failed:\n%s", config.key(), traceback.format_exc())
         record = _failed_record(config, exc, device, time.perf_counter() - start)
+    if save_weights:
+        _save_weights(config, record, model, out_dir)
     return config.key(), _save(record, config, out_dir)
 
 
@@ -119,7 +158,7 @@ def _finished(configs, out_dir) -> "list | None":
     return pairs
 
 
-def _one_by_one(configs, out_dir, device, train_fn) -> list:
+def _one_by_one(configs, out_dir, device, train_fn, save_weights=False) -> list:
     pairs = []
     for config in configs:
         done = _finished([config], out_dir)
@@ -129,7 +168,7 @@ def _one_by_one(configs, out_dir, device, train_fn) -> list:
         if stop_requested():  # a signal came: train nothing more
             raise Preempted(f"stop requested after {len(pairs)} of {len(configs)} runs")
         try:
-            pairs.append(_train_one(config, out_dir, device, train_fn))
+            pairs.append(_train_one(config, out_dir, device, train_fn, save_weights))
         except RecordWriteError as exc:  # stop: the next record would not fit either
             raise RecordWriteError(exc.failures, pairs + exc.pairs) from None
     return pairs
@@ -148,20 +187,26 @@ def _write_group(configs, records, out_dir) -> list:
     return pairs
 
 
-def _run_group(configs, out_dir, device, train_fn, group_fn) -> list:
+def _run_group(configs, out_dir, device, train_fn, group_fn, save_weights=False) -> list:
     if len(configs) == 1:
-        return _one_by_one(configs, out_dir, device, train_fn)
+        return _one_by_one(configs, out_dir, device, train_fn, save_weights)
     checkpoint = checkpoint_path(configs, out_dir)
     try:
         with running_lock(checkpoint):  # a live checkpoint is never removed as stale
-            records = group_fn(configs, device=device, progress=False, checkpoint=checkpoint,
-                               checkpoint_every=CHECKPOINT_EVERY)
+            extra = {"return_models": True} if save_weights else {}
+            records, models = _split(group_fn(configs, device=device, progress=False,
+                                              checkpoint=checkpoint,
+                                              checkpoint_every=CHECKPOINT_EVERY, **extra),
+                                     len(configs))
         if len(records) != len(configs):
             raise RuntimeError(f"got {len(records)} records for {len(configs)} configs")
     except Exception as exc:
         logger.warning("batched group of %d failed (%s: %s); running its members one by one",
                        len(configs), type(exc).__name__, exc)
-        return _one_by_one(configs, out_dir, device, train_fn)
+        return _one_by_one(configs, out_dir, device, train_fn, save_weights)
+    if save_weights:
+        for config, record, model in zip(configs, records, models):
+            _save_weights(config, record, model, out_dir)
     pairs = _write_group(configs, records, out_dir)
     if all(status != "failed" for _, status in pairs):  # else a retry may go on from it
         checkpoint.unlink(missing_ok=True)
@@ -171,7 +216,7 @@ def _run_group(configs, out_dir, device, train_fn, group_fn) -> list:
 
 
 def run_task(configs, out_dir, *, device="cpu", batch=True, train_fn=None,
-              group_fn=None) -> list:
+              group_fn=None, save_weights=False) -> list:
     """Train ``configs`` and write one record each to ``out_dir`` (the unit of work).
 
     Parameters
@@ -188,10 +233,18 @@ def run_task(configs, out_dir, *, device="cpu", batch=True, train_fn=None,
         ``train_run(config, *, device, progress)`` and
         ``train_group(configs, *, device, progress, checkpoint, checkpoint_every)``.
         Tests and other trainers pass their own through
-        ``functools.partial(run_task, ...)``.  A chunk larger than
+        ``functools.partial(run_task, ...)``.  With ``save_weights`` they are
+        called with ``return_model=True`` (``return_models=True``) as
+        :func:`~dnn_spring.train._run.train_run` and
+        :func:`~dnn_spring.train._group.train_group` take it.  A chunk larger than
         :func:`~dnn_spring.train._grouping.max_group_size` allows on this device (a
         Slurm chunk planned on a login node) is trained in several groups,
         the same ones the sweep plans its checkpoints for.
+
+    save_weights : bool, default=False
+        Also write each ok run's trained network to
+        ``out_dir/weights/<key>.pt`` (:func:`weights_path`; about 0.4 MB for the
+        paper's MLP), for weights-only measures such as WeightWatcher's.
 
     Returns
     -------
@@ -209,7 +262,7 @@ def run_task(configs, out_dir, *, device="cpu", batch=True, train_fn=None,
     if multiprocessing.parent_process() is not None and str(out_dir) in _UNWRITABLE:
         raise RecordWriteError([])  # a worker that could not write: start nothing more
     if not batch or len(configs) == 1:
-        return _one_by_one(configs, out_dir, device, train_fn)
+        return _one_by_one(configs, out_dir, device, train_fn, save_weights)
     limit = max(1, int(max_group_size(configs[0], device=device)))
     pairs = []
     for start in range(0, len(configs), limit):
@@ -220,7 +273,8 @@ def run_task(configs, out_dir, *, device="cpu", batch=True, train_fn=None,
             pairs += done
             continue
         try:
-            pairs += _run_group(configs[start:start + limit], out_dir, device, train_fn, group_fn)
+            pairs += _run_group(configs[start:start + limit], out_dir, device, train_fn, group_fn,
+                                save_weights)
         except RecordWriteError as exc:
             raise RecordWriteError(exc.failures, pairs + exc.pairs) from None
     return pairs

@@ -39,7 +39,7 @@ from dnn_spring.metrics._hessian import hessian_top_eigenvalue, hessian_trace
 from dnn_spring.metrics._shape import load_shape
 
 __all__ = ["new_record", "finish_record", "finish_or_fail", "fail_record", "check_record",
-           "accuracy", "curve_log_d", "trajectory_point", "trajectory_tracker", "finite_or_none", "short_repr", "STATUSES", "FINISHED_STATUSES",
+           "accuracy", "curve_log_d", "trajectory_tracker", "finite_or_none", "short_repr", "STATUSES", "FINISHED_STATUSES",
            "CURVE_FIELDS", "sense_problems"]
 
 #: Every status a record can have.
@@ -122,32 +122,6 @@ def _fixed_order_curve(model, data) -> list:
 
     frame = exact_curve(model, data.x_train, data.y_train, data.n_classes, inverse=False)[0]
     return list(frame["log_d"])
-
-
-@torch.no_grad()
-def trajectory_point(model, data, tracker: "LoadCurveTracker | None" = None) -> dict:
-    """One entry of a run's trajectory: ``log_d`` per load-curve point, and
-    ``train_acc`` and ``train_loss`` (mean cross-entropy) on the clean training
-    set, all in eval mode; in the reproducible mode all three in fixed order."""
-    if reproducible.enabled():
-        from dnn_spring.train._fixed_order import exact_accuracy, exact_curve, exact_loss
-
-        frame, logits = exact_curve(model, data.x_train, data.y_train, data.n_classes,
-                                    inverse=False)
-        y = data.y_train.cpu()
-        return {"log_d": [finite_or_none(v) for v in frame["log_d"]],
-                "train_acc": exact_accuracy(logits, y), "train_loss": finite_or_none(exact_loss(logits, y))}
-    tracker = tracker or trajectory_tracker(model, data)
-    log_d = [finite_or_none(v) for v in tracker.measure(model, keep=False)["log_d"]]
-    was = model.training
-    model.eval()
-    try:
-        logits = model(data.x_train)
-    finally:
-        model.train(was)
-    return {"log_d": log_d,
-            "train_acc": int((logits.argmax(1) == data.y_train).sum()) / max(len(data.y_train), 1),
-            "train_loss": finite_or_none(F.cross_entropy(logits.float(), data.y_train))}
 
 
 def _hessian(model, data, record: dict) -> None:
@@ -272,14 +246,10 @@ def _trajectory_problem(value) -> "str | None":
     for i, step in enumerate(value):
         ok = (isinstance(step, dict) and isinstance(step.get("epoch"), int)
               and not isinstance(step.get("epoch"), bool)
-              and _curve_problem("log_d", step.get("log_d")) is None
-              and all(step.get(k) is None or (_is_number(step[k]) and step[k] >= 0)
-                      for k in ("train_acc", "train_loss"))
-              and (step.get("train_acc") is None or step["train_acc"] <= 1))
+              and _curve_problem("log_d", step.get("log_d")) is None)
         if not ok:
             return (f'`trajectory[{i}]` must be {{"epoch": int, "log_d": list of numbers or '
-                    f'null}} with, since 0.7.0, "train_acc" in [0, 1] and "train_loss" ≥ 0 '
-                    f'(or null), got {short_repr(step)}')
+                    f'null}}, got {short_repr(step)}')
     return None
 
 

@@ -76,7 +76,7 @@ def clean_final_loss(runs: pd.DataFrame) -> pd.Series:
             return np.nan
         return float(last["train_loss"])
 
-    if "trajectory" not in runs.columns:
+    if "trajectory" not in runs.columns or "epochs_run" not in runs.columns:
         return pd.Series(np.nan, index=runs.index)
     return pd.Series([one(t, e) for t, e in zip(runs["trajectory"], runs["epochs_run"])],
                      index=runs.index, dtype=float)
@@ -88,12 +88,12 @@ def proxy_table(table: pd.DataFrame) -> pd.DataFrame:
     Columns: :data:`TARGETS`, :data:`STATISTICS`, :data:`BASELINES`, and
     :data:`WEIGHTWATCHER` when ``table`` has them; the index is the table's.
     """
-    missing = {"status", "test_acc", "train_acc", "train_loss", "c", "v", "fit_r2",
-               "log_d"} - set(table.columns)
+    missing = {"status", "test_acc", "c", "v", "fit_r2", "log_d"} - set(table.columns)
     if missing:
         raise ValueError(f"the table lacks columns {sorted(missing)}; is it a `collect` table?")
     runs = table[table["status"] == "ok"]
-    num = lambda col: pd.to_numeric(runs[col], errors="coerce")  # noqa: E731 - None -> NaN
+    num = lambda col: (pd.to_numeric(runs[col], errors="coerce") if col in runs.columns  # noqa: E731
+                       else pd.Series(np.nan, index=runs.index))  # None or missing -> NaN
     clean = clean_final_loss(runs)
     out = pd.DataFrame({"test_acc": num("test_acc"), "gap": num("train_acc") - num("test_acc"),
                         "abs_c": num("c").abs(), "v": num("v"), "fit_r2": num("fit_r2"),

@@ -143,8 +143,8 @@ def test_report_csv_fails_and_the_figure_is_still_written(disks, results, tmp_pa
     (line,) = _errors(capsys.readouterr().err)
     assert "could not write table" in line and "No space left on device" in line
     assert png.read_bytes()[:4] == b"\x89PNG"
-    assert set(pd.read_csv(_kept(fallback, "rho.csv"))["proxy"]) == {"abs_c", "v", "fit_r2",
-                                                                     "final_log_d"}
+    assert set(pd.read_csv(_kept(fallback, "rho.csv"))["proxy"]) == {
+        "abs_c", "v", "fit_r2", "final_log_d", "train_acc", "train_loss"}
 
 
 @pytest.mark.parametrize("mask,mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])

@@ -1,8 +1,9 @@
 """An early forecast of final test accuracy from a sweep's trajectories (docs/science.md#proxy-and-stress-map).
 
 A run trained with ``curve_every`` (``dnn-spring sweep --trajectory N``) keeps, every
-``curve_every`` epochs, its load curve and, since 0.7.0, its accuracy and loss on
-the clean training set.  At a fraction ``f`` of training, :func:`forecast` takes
+``curve_every`` epochs, its load curve; an entry may also carry ``train_acc`` and
+``train_loss`` on the clean training set (this version's trainer does not write them
+yet, so those baselines come out NaN).  At a fraction ``f`` of training, :func:`forecast` takes
 each run's last entry at or before epoch ``f · epochs`` (a run that stopped
 earlier keeps its last one), computes the load-curve statistics of that curve,
 and gives, per panel and pooled:
@@ -57,8 +58,8 @@ def trajectory_statistics(table: pd.DataFrame, fraction: float) -> pd.DataFrame:
     """Per ok run with a trajectory: the statistics at ``fraction`` of its training.
 
     Columns: ``seed``, ``epoch`` (of the entry used), ``test_acc`` (final),
-    :data:`FORECAST_STATISTICS` (``train_acc`` and ``train_loss`` NaN in
-    trajectories written before 0.7.0).
+    :data:`FORECAST_STATISTICS` (``train_acc`` and ``train_loss`` NaN when the
+    entries do not carry them).
     """
     if not 0 <= float(fraction) <= 1:
         raise ValueError(f"a fraction of training must be in [0, 1], got {fraction!r}")

@@ -68,8 +68,8 @@ def final_hidden(curve) -> float:
 
 def clean_final_loss(runs: pd.DataFrame) -> pd.Series:
     """Each run's loss on the clean training labels at its last epoch: the last
-    trajectory entry when it is at ``epochs_run`` and has ``train_loss`` (0.7.0
-    and later), else NaN."""
+    trajectory entry when it is at ``epochs_run`` and has ``train_loss`` (entries
+    this version's trainer writes do not), else NaN."""
     def one(trajectory, epochs_run):
         last = trajectory[-1] if trajectory is not None and len(trajectory) else None
         if last is None or last.get("train_loss") is None or last["epoch"] != epochs_run:
@@ -174,6 +174,9 @@ def proxy_correlations(tables: dict, *, n_boot: int = 1000, seed: int = 0,
         95 % bootstrap interval), ``partial``, ``partial_low`` and
         ``partial_high`` (given training accuracy; NaN for ``train_acc``
         itself).  ρ is of the *signed* statistic and target (:data:`SIGNS`).
+        ``attrs["clean_loss"]`` and ``attrs["ok_runs"]``: per panel, the ok
+        runs whose ``train_loss`` is the clean-label one
+        (:func:`clean_final_loss`), and all ok runs.
     """
     if not tables:
         raise ValueError("no table given")
@@ -208,6 +211,9 @@ def proxy_correlations(tables: dict, *, n_boot: int = 1000, seed: int = 0,
     kinds = {**dict.fromkeys(STATISTICS, "load curve"), **dict.fromkeys(BASELINES, "baseline"),
              **dict.fromkeys(WEIGHTWATCHER, "weightwatcher")}
     out.insert(3, "kind", out["proxy"].map(kinds))
+    out.attrs["clean_loss"] = {name: runs.attrs["clean_loss"] for name, runs in panels.items()
+                               if name != "all"}
+    out.attrs["ok_runs"] = {name: len(runs) for name, runs in panels.items() if name != "all"}
     return out
 
 

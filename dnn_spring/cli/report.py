@@ -64,7 +64,7 @@ def run(args) -> int:
     from dnn_spring.sweep._store import load_table
     from dnn_spring.analysis._forecast import (FRACTIONS, forecast, forecast_fractions,
                                                forecast_text, plot_forecast)
-    from dnn_spring.analysis._proxy import correlation_text, plot_proxies, proxy_correlations, proxy_table
+    from dnn_spring.analysis._proxy import correlation_text, plot_proxies, proxy_correlations
     from dnn_spring.analysis._weightwatcher import add_weightwatcher
 
     from .results import require_ok_runs
@@ -92,9 +92,8 @@ def run(args) -> int:
                                  f"--save-weights, not the table {source}")
             tables[name] = add_weightwatcher(tables[name], source)
     result = proxy_correlations(tables, n_boot=args.boot, seed=args.seed)
-    clean = {name: proxy_table(t).attrs["clean_loss"] for name, t in tables.items()}
-    total = sum(int((t["status"] == "ok").sum()) for t in tables.values())
-    print(f"train loss: on the clean training labels for {sum(clean.values())} of {total} ok runs "
+    clean, total = sum(result.attrs["clean_loss"].values()), sum(result.attrs["ok_runs"].values())
+    print(f"train loss: on the clean training labels for {clean} of {total} ok runs "
           f"(those whose trajectory ends at their last epoch); the rest use the record's last-epoch "
           f"loss on the labels they trained on\n")
     print(correlation_text(result))

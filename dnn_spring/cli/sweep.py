@@ -63,8 +63,8 @@ def _add_sweep(subparsers) -> None:
                    help="also keep each ok run's trained network in <out>/weights/<key>.pt "
                    "(about 0.4 MB for the paper's MLP), for `dnn-spring report --weightwatcher`")
     p.add_argument("--trajectory", type=int, metavar="N",
-                   help="record N load curves per run (with clean-label training accuracy and "
-                   "loss), every epochs/N epochs: sets curve_every; needed by the report's forecast")
+                   help="record N load curves per run, every epochs/N epochs: sets curve_every; "
+                   "needed by the report's forecast")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--reproducible", action="store_true",
                    help="records the same bit for bit on every x86 CPU with AVX2 (same torch "

@@ -45,7 +45,7 @@ from dnn_spring.metrics._conditioning import cond_limit, kept_spectrum, near_sin
 from dnn_spring.metrics._fuzziness import DEFAULT_MAX_INVERSE_WIDTH, DEFAULT_RTOL
 from dnn_spring.train._models import CNN, MLP
 
-__all__ = ["exact_matmul", "exact_forward", "exact_stats", "exact_curve", "exact_accuracy", "exact_loss",
+__all__ = ["exact_matmul", "exact_forward", "exact_stats", "exact_curve", "exact_accuracy",
            "evaluate"]
 
 _F64 = torch.float64
@@ -208,17 +208,6 @@ def exact_accuracy(logits: Tensor, y: Tensor) -> float:
     """Fraction of rows of ``logits`` (n, C) whose first maximum is at ``y``."""
     hits = int((logits.argmax(1) == y.to(logits.device)).sum())
     return hits / max(len(y), 1)
-
-
-def exact_loss(logits: Tensor, y: Tensor) -> float:
-    """Mean cross-entropy of float64 ``logits`` (n, C) at labels ``y``, in a fixed order
-    (libm's ``exp`` and ``log`` per element, exact sums)."""
-    rows = logits.detach().to("cpu", _F64).tolist()
-    terms = []
-    for row, label in zip(rows, y.tolist()):
-        top = max(row)
-        terms.append(top + math.log(math.fsum(math.exp(v - top) for v in row)) - row[label])
-    return math.fsum(terms) / max(len(terms), 1)
 
 
 # --------------------------------------------------------------------------- statistics

@@ -1,9 +1,8 @@
 """An early forecast of final test accuracy from a sweep's trajectories (docs/science.md#proxy-and-stress-map).
 
 A run trained with ``curve_every`` (``dnn-spring sweep --trajectory N``) keeps, every
-``curve_every`` epochs, its load curve; an entry may also carry ``train_acc`` and
-``train_loss`` on the clean training set (this version's trainer does not write them
-yet, so those baselines come out NaN).  At a fraction ``f`` of training, :func:`forecast` takes
+``curve_every`` epochs, its load curve with ``train_acc`` and ``train_loss`` on the
+clean training set (records before 0.7.0 lack these two; their baselines come out NaN).  At a fraction ``f`` of training, :func:`forecast` takes
 each run's last entry at or before epoch ``f · epochs`` (a run that stopped
 earlier keeps its last one), computes the load-curve statistics of that curve,
 and gives, per panel and pooled:

@@ -19,8 +19,8 @@ count.
     hidden point);
   - the baselines (:data:`BASELINES`), which cost nothing extra:
     ``train_acc`` on the clean training labels, and ``train_loss``: on the
-    clean labels in eval mode when the run's trajectory ends with it
-    (:func:`clean_final_loss`), else the record's ``train_loss``, the last
+    clean labels in eval mode when the record has it (:func:`clean_final_loss`),
+    else the record's ``train_loss``, the last
     epoch's mean loss on the labels and inputs the run trained on (noisy ones
     in a noise sweep, with dropout on);
   - WeightWatcher's ``ww_alpha`` and ``ww_alpha_weighted``
@@ -67,19 +67,22 @@ def final_hidden(curve) -> float:
 
 
 def clean_final_loss(runs: pd.DataFrame) -> pd.Series:
-    """Each run's loss on the clean training labels at its last epoch: the last
-    trajectory entry when it is at ``epochs_run`` and has ``train_loss`` (entries
-    this version's trainer writes do not), else NaN."""
+    """Each run's loss on the clean training labels (eval mode) at its end: the
+    record's ``clean_train_loss`` (0.7.0 on), else its last trajectory entry when
+    that is at ``epochs_run`` and has ``train_loss``, else NaN."""
     def one(trajectory, epochs_run):
         last = trajectory[-1] if trajectory is not None and len(trajectory) else None
         if last is None or last.get("train_loss") is None or last["epoch"] != epochs_run:
             return np.nan
         return float(last["train_loss"])
 
-    if "trajectory" not in runs.columns or "epochs_run" not in runs.columns:
-        return pd.Series(np.nan, index=runs.index)
-    return pd.Series([one(t, e) for t, e in zip(runs["trajectory"], runs["epochs_run"])],
-                     index=runs.index, dtype=float)
+    out = pd.Series(np.nan, index=runs.index, dtype=float)
+    if "trajectory" in runs.columns and "epochs_run" in runs.columns:
+        out = pd.Series([one(t, e) for t, e in zip(runs["trajectory"], runs["epochs_run"])],
+                        index=runs.index, dtype=float)
+    if "clean_train_loss" in runs.columns:
+        out = pd.to_numeric(runs["clean_train_loss"], errors="coerce").astype(float).fillna(out)
+    return out
 
 
 def proxy_table(table: pd.DataFrame) -> pd.DataFrame:

@@ -30,6 +30,9 @@ def add_parser(subparsers) -> None:
                    help="add WeightWatcher's alpha and alpha_weighted of the same trained models "
                    "(results folders of sweeps run with --save-weights; "
                    'pip install "dnn-spring[weightwatcher]")')
+    p.add_argument("--save-tables", metavar="DIR", type=output_path,
+                   help="also write each source's table, with the WeightWatcher columns when "
+                   "asked, as DIR/<name>.parquet (a report of those needs no weights)")
     g = p.add_argument_group("early forecast (runs with trajectories: sweep --trajectory N)")
     g.add_argument("--forecast", type=_fractions, metavar="F,F,...", default=None,
                    help="fractions of training at which to forecast the final test accuracy "
@@ -54,6 +57,26 @@ def _fractions(text: str) -> tuple:
     return values
 
 
+def _check_outputs(args) -> None:
+    """Refuse a bad output name or ``--top`` before any work."""
+    for flag, path, suffixes in (("--out", args.out, None), ("--csv", args.csv, (".csv",)),
+                                 ("--forecast-csv", args.forecast_csv, (".csv",)),
+                                 ("--forecast-out", args.forecast_out, None)):
+        if path:
+            check_suffix(flag, path, suffixes or figure_suffixes())
+    if args.top < 1:
+        raise ValueError(f"`--top` must be >= 1, got {args.top}")
+
+
+def _save_tables(tables: dict, folder: Path) -> None:
+    from dnn_spring.sweep._store import save_table
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():
+        save_table(table, folder / f"{name}.parquet")
+        print(f"wrote {folder / f'{name}.parquet'} ({len(table)} runs)")
+
+
 def _has_trajectories(tables: dict) -> bool:
     return any("trajectory" in t.columns and t["trajectory"].map(
         lambda v: v is not None and len(v) > 0).any() for t in tables.values())
@@ -69,16 +92,7 @@ def run(args) -> int:
 
     from .results import require_ok_runs
 
-    if args.out:
-        check_suffix("--out", args.out, figure_suffixes())
-    if args.csv:
-        check_suffix("--csv", args.csv, (".csv",))
-    if args.forecast_csv:
-        check_suffix("--forecast-csv", args.forecast_csv, (".csv",))
-    if args.forecast_out:
-        check_suffix("--forecast-out", args.forecast_out, figure_suffixes())
-    if args.top < 1:
-        raise ValueError(f"`--top` must be >= 1, got {args.top}")
+    _check_outputs(args)
     tables = {}
     for source in args.source:
         name = Path(str(source).rstrip("/")).stem
@@ -91,11 +105,13 @@ def run(args) -> int:
                 raise ValueError(f"--weightwatcher needs the results folder of a sweep run with "
                                  f"--save-weights, not the table {source}")
             tables[name] = add_weightwatcher(tables[name], source)
+    if args.save_tables:
+        _save_tables(tables, Path(args.save_tables))
     result = proxy_correlations(tables, n_boot=args.boot, seed=args.seed)
     clean, total = sum(result.attrs["clean_loss"].values()), sum(result.attrs["ok_runs"].values())
     print(f"train loss: on the clean training labels for {clean} of {total} ok runs "
-          f"(those whose trajectory ends at their last epoch); the rest use the record's last-epoch "
-          f"loss on the labels they trained on\n")
+          f"(records of 0.7.0 on); the rest use the record's last-epoch loss on the labels they "
+          f"trained on\n")
     print(correlation_text(result))
     forecast_result = None
     if args.forecast or args.forecast_out or args.forecast_csv or _has_trajectories(tables):

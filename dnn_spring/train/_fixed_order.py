@@ -46,7 +46,7 @@ from dnn_spring.metrics._fuzziness import DEFAULT_MAX_INVERSE_WIDTH, DEFAULT_RTO
 from dnn_spring.train._models import CNN, MLP
 
 __all__ = ["exact_matmul", "exact_forward", "exact_stats", "exact_curve", "exact_accuracy",
-           "evaluate"]
+           "exact_loss", "evaluate"]
 
 _F64 = torch.float64
 
@@ -210,6 +210,20 @@ def exact_accuracy(logits: Tensor, y: Tensor) -> float:
     return hits / max(len(y), 1)
 
 
+def exact_loss(logits: Tensor, y: Tensor) -> float:
+    """Mean cross-entropy of ``logits`` (n, C) at the labels ``y``, in a fixed order.
+
+    Each row's log-sum-exp is taken with Python's ``math`` in float64 and the rows
+    are summed with :func:`math.fsum`, so no kernel's vector width enters.
+    """
+    rows = logits.to(_F64).cpu().tolist()
+    terms = []
+    for row, label in zip(rows, y.tolist()):
+        top = max(row)
+        terms.append(top + math.log(math.fsum(math.exp(z - top) for z in row)) - row[label])
+    return math.fsum(terms) / max(len(terms), 1)
+
+
 # --------------------------------------------------------------------------- statistics
 
 
@@ -326,9 +340,11 @@ def exact_curve(model, x: Tensor, y: Tensor, n_classes: int, *,
     return frame, points[model.logits_layer]
 
 
-def evaluate(model, data) -> "tuple[float, float, pd.DataFrame]":
-    """``(train_acc, test_acc, curve)`` of a trained ``model`` on a Dataset, in fixed order."""
+def evaluate(model, data) -> "tuple[float, float, float, pd.DataFrame]":
+    """``(train_acc, test_acc, clean_train_loss, curve)`` of a trained ``model`` on a
+    Dataset, in fixed order (the loss: mean cross-entropy on the clean training labels)."""
     frame, logits = exact_curve(model, data.x_train, data.y_train, data.n_classes)
     test_logits = exact_forward(model, data.x_test)[model.logits_layer]
     return (exact_accuracy(logits, data.y_train.cpu()),
-            exact_accuracy(test_logits, data.y_test.cpu()), frame)
+            exact_accuracy(test_logits, data.y_test.cpu()),
+            exact_loss(logits, data.y_train.cpu()), frame)

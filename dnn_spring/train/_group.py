@@ -51,8 +51,8 @@ from dnn_spring.train._grouping import check_group
 from dnn_spring.train._preempt import Preempted, checkpointing, stop_requested
 from dnn_spring.train import _rng as rng
 from dnn_spring.train._rules import epochs_above, resolve_device, stop_reason
-from dnn_spring.train._record import (curve_log_d, fail_record, finish_or_fail, finite_or_none, new_record,
-                         trajectory_tracker)
+from dnn_spring.train._record import (fail_record, finish_or_fail, finite_or_none, new_record,
+                                      trajectory_point, trajectory_tracker)
 from dnn_spring.train._group_mlp import GroupMLP
 from dnn_spring.train._group_cnn import GroupCNN
 
@@ -135,7 +135,7 @@ class GroupLoop:
         return total / seen
 
     def record_trajectory(self, skip=()) -> None:
-        """Append each active member's load curve (log D) at this epoch.
+        """Append each active member's load curve (log D), clean train acc and loss at this epoch.
 
         Members at the positions ``skip`` (those that diverged this epoch:
         their weights may be NaN) get no entry.
@@ -145,9 +145,8 @@ class GroupLoop:
         for pos, i in enumerate(self.model.ids):
             if pos in skip:
                 continue
-            log_d = curve_log_d(self.model.export(pos), self.data, self._tracker)
-            self.outcome[i].setdefault("trajectory", []).append({"epoch": self.epoch,
-                                                                 "log_d": log_d})
+            point = trajectory_point(self.model.export(pos), self.data, self._tracker)
+            self.outcome[i].setdefault("trajectory", []).append({"epoch": self.epoch, **point})
 
     def read_epoch(self, means: torch.Tensor) -> tuple:
         """(mean losses, parameters finite): one read from the device per epoch."""

@@ -10,7 +10,8 @@ A run record is a flat, JSON-serialisable dict: every config field of
    the mode of :mod:`dnn_spring.train._reproducible` was on);
 2. training fills ``stop_reason``, ``epochs_run``, ``train_loss`` and the
    ``trajectory``, and sets ``status`` "diverged" for a run that blew up;
-3. :func:`finish_or_fail` adds the accuracies, the load curve of the
+3. :func:`finish_or_fail` adds the accuracies, ``clean_train_loss`` (the
+   mean cross-entropy on the clean training labels, eval mode), the load curve of the
    trained model with its shape statistics (in the reproducible mode in
    fixed-order float64: :mod:`dnn_spring.train._fixed_order`) and, when asked, the
    Hessian numbers; or :func:`fail_record` marks the run "failed" with a one-line
@@ -39,7 +40,7 @@ from dnn_spring.metrics._hessian import hessian_top_eigenvalue, hessian_trace
 from dnn_spring.metrics._shape import load_shape
 
 __all__ = ["new_record", "finish_record", "finish_or_fail", "fail_record", "check_record",
-           "accuracy", "curve_log_d", "trajectory_tracker", "finite_or_none", "short_repr", "STATUSES", "FINISHED_STATUSES",
+           "accuracy", "curve_log_d", "trajectory_point", "trajectory_tracker", "finite_or_none", "short_repr", "STATUSES", "FINISHED_STATUSES",
            "CURVE_FIELDS", "sense_problems"]
 
 #: Every status a record can have.
@@ -48,7 +49,7 @@ STATUSES = ("ok", "diverged", "failed")
 FINISHED_STATUSES = ("ok", "diverged")
 #: The load-curve lists: one entry per load-curve point, all of one length.
 CURVE_FIELDS = ("layers", "log_d", "log_inv_d", "log_trace_ratio", "log_d_pinv32", "rank_b", "cond_b")
-_RESULT_NUMBERS = ("test_acc", "train_acc", "train_loss", "v", "c", "c_rel", "fit_slope",
+_RESULT_NUMBERS = ("test_acc", "train_acc", "train_loss", "clean_train_loss", "v", "c", "c_rel", "fit_slope",
                    "fit_r2", "hessian_top", "hessian_trace", "wall_time")
 _RESULT_TEXTS = ("regime", "error", "stop_reason", "device", "version", "torch_version",
                  "cpu_capability")
@@ -67,7 +68,7 @@ def new_record(config: RunConfig, device) -> dict:
     record = config.flat()
     record.update(
         key=config.key(), status="ok", error=None, stop_reason=None, epochs_run=0,
-        train_loss=None, train_acc=None, test_acc=None, layers=[], log_d=[], log_inv_d=[],
+        train_loss=None, clean_train_loss=None, train_acc=None, test_acc=None, layers=[], log_d=[], log_inv_d=[],
         log_trace_ratio=[], log_d_pinv32=[], rank_b=[], cond_b=[], near_singular=[], v=None, c=None, c_rel=None, fit_slope=None, fit_r2=None,
         regime=None, hessian_top=None, hessian_trace=None, trajectory=[], wall_time=0.0,
         device=str(device), version=__version__, threads=torch.get_num_threads(),
@@ -90,17 +91,9 @@ def finite_or_none(x) -> "float | None":
     return x if math.isfinite(x) else None
 
 
-@torch.no_grad()
 def accuracy(model, x: Tensor, y: Tensor, *, batch_size: int = 4096) -> float:
     """Fraction of ``x`` (shape (n, ...)) the model, in eval mode, labels as ``y``."""
-    was = model.training
-    model.eval()
-    try:
-        hits = sum(int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
-                   for i in range(0, len(x), batch_size))
-    finally:
-        model.train(was)
-    return hits / max(len(x), 1)
+    return _accuracy_and_loss(model, x, y, batch_size)[0]
 
 
 def trajectory_tracker(model, data) -> LoadCurveTracker:
@@ -111,17 +104,41 @@ def trajectory_tracker(model, data) -> LoadCurveTracker:
 
 def curve_log_d(model, data, tracker: "LoadCurveTracker | None" = None) -> list:
     """log D per load-curve point on the clean training set (eval mode), via ``tracker``."""
+    return trajectory_point(model, data, tracker)["log_d"]
+
+
+def trajectory_point(model, data, tracker: "LoadCurveTracker | None" = None) -> dict:
+    """``{"log_d", "train_acc", "train_loss"}`` of ``model`` on the clean training set, eval mode.
+
+    ``train_loss`` is the mean cross-entropy on the clean labels. In the reproducible
+    mode every number is the fixed-order float64 one (:mod:`~dnn_spring.train._fixed_order`).
+    """
     if reproducible.enabled():
-        return [finite_or_none(v) for v in _fixed_order_curve(model, data)]
-    tracker = tracker or trajectory_tracker(model, data)
-    return [finite_or_none(v) for v in tracker.measure(model, keep=False)["log_d"]]
+        from dnn_spring.train._fixed_order import exact_accuracy, exact_curve, exact_loss
+
+        frame, logits = exact_curve(model, data.x_train, data.y_train, data.n_classes, inverse=False)
+        log_d, y = frame["log_d"], data.y_train.cpu()
+        acc, loss = exact_accuracy(logits, y), exact_loss(logits, y)
+    else:
+        tracker = tracker or trajectory_tracker(model, data)
+        log_d = tracker.measure(model, keep=False)["log_d"]
+        acc, loss = _accuracy_and_loss(model, data.x_train, data.y_train)
+    return {"log_d": [finite_or_none(v) for v in log_d], "train_acc": acc,
+            "train_loss": finite_or_none(loss)}
 
 
-def _fixed_order_curve(model, data) -> list:
-    from dnn_spring.train._fixed_order import exact_curve
-
-    frame = exact_curve(model, data.x_train, data.y_train, data.n_classes, inverse=False)[0]
-    return list(frame["log_d"])
+@torch.no_grad()
+def _accuracy_and_loss(model, x: Tensor, y: Tensor, batch_size: int = 4096) -> tuple:
+    was, hits, total = model.training, 0, 0.0
+    model.eval()
+    try:
+        for i in range(0, len(x), batch_size):
+            logits, yb = model(x[i:i + batch_size]).float(), y[i:i + batch_size]
+            hits += int((logits.argmax(1) == yb).sum())
+            total += float(F.cross_entropy(logits, yb, reduction="sum"))
+    finally:
+        model.train(was)
+    return hits / max(len(x), 1), total / max(len(x), 1)
 
 
 def _hessian(model, data, record: dict) -> None:
@@ -142,14 +159,15 @@ def finish_record(record: dict, model, data, *, hessian: bool) -> dict:
     if reproducible.enabled():  # float64, in an order no kernel changes
         from dnn_spring.train._fixed_order import evaluate
 
-        record["train_acc"], record["test_acc"], frame = evaluate(model, data)
+        record["train_acc"], record["test_acc"], loss, frame = evaluate(model, data)
     else:
-        record["train_acc"] = accuracy(model, data.x_train, data.y_train)
+        record["train_acc"], loss = _accuracy_and_loss(model, data.x_train, data.y_train)
         record["test_acc"] = accuracy(model, data.x_test, data.y_test)
         # Records keep rank_b and cond_b per point; the user reads them instead of a warning.
         frame = load_curve(model, data.x_train, labels=data.y_train, n_classes=data.n_classes,
                            inverse=True, warn=False,  # records keep log_inv_d and log_d_pinv32
                            distributed=False)  # one run's own model, never summed over ranks
+    record["clean_train_loss"] = finite_or_none(loss)
     record["layers"] = [str(v) for v in frame["layer"]]
     for column in ("log_d", "log_inv_d", "log_trace_ratio", "log_d_pinv32", "cond_b"):
         record[column] = [finite_or_none(v) for v in frame[column]]
@@ -246,10 +264,11 @@ def _trajectory_problem(value) -> "str | None":
     for i, step in enumerate(value):
         ok = (isinstance(step, dict) and isinstance(step.get("epoch"), int)
               and not isinstance(step.get("epoch"), bool)
-              and _curve_problem("log_d", step.get("log_d")) is None)
+              and _curve_problem("log_d", step.get("log_d")) is None
+              and all(step.get(k) is None or _is_number(step[k]) for k in ("train_acc", "train_loss")))
         if not ok:
-            return (f'`trajectory[{i}]` must be {{"epoch": int, "log_d": list of numbers or '
-                    f'null}}, got {short_repr(step)}')
+            return (f'`trajectory[{i}]` must be {{"epoch": int, "log_d": list of numbers or null, '
+                    f'optional "train_acc" and "train_loss": number or null}}, got {short_repr(step)}')
     return None
 
 
@@ -259,7 +278,7 @@ def check_record(record) -> list:
     The schema: every config field of ``RunConfig.flat()`` present with its
     type (a float field a finite number, an int field an integer, ...);
     ``key`` a string; ``status`` one of "ok", "diverged", "failed"; when
-    present, ``test_acc``, ``train_acc``, ``train_loss``, ``v``, ``c``,
+    present, ``test_acc``, ``train_acc``, ``train_loss``, ``clean_train_loss``, ``v``, ``c``,
     ``c_rel``, ``fit_slope``, ``fit_r2``, ``hessian_*`` and ``wall_time`` a
     number or null, ``epochs_run`` and ``threads`` an integer or null,
     ``regime``, ``error``, ``stop_reason``, ``device``, ``version``,
@@ -267,7 +286,7 @@ def check_record(record) -> list:
     a list of strings and ``log_d``, ``log_inv_d``, ``log_trace_ratio``,
     ``log_d_pinv32``, ``rank_b``, ``cond_b`` (when present; records before
     0.5.0 lack the last three) lists of numbers or null, all of one length, and ``trajectory`` a list of
-    ``{"epoch": int, "log_d": list}``.  Other fields are free.
+    ``{"epoch": int, "log_d": list}``, with ``train_acc`` and ``train_loss`` numbers (0.7.0 on).  Other fields are free.
 
     Returns
     -------

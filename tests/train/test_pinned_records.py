@@ -1,4 +1,4 @@
-"""Records pinned in the reproducible mode by version 0.6.0: same configs, same numbers.
+"""Records pinned in the reproducible mode by version 0.7.0: same configs, same numbers.
 
 ``tests/data/pinned_records.json`` holds whole records that
 ``tests/data/pin_records.py`` wrote in the reproducible mode
@@ -38,7 +38,7 @@ from dnn_spring.train._run import train_run
 DATA = Path(__file__).resolve().parents[1] / "data"
 PINNED = json.loads((DATA / "pinned_records.json").read_text())
 EXACT = ("key", "status", "stop_reason", "epochs_run", "layers", "regime", "error", "reproducible")
-NUMBERS = ("train_loss", "v", "c", "c_rel", "fit_slope", "fit_r2")
+NUMBERS = ("train_loss", "clean_train_loss", "v", "c", "c_rel", "fit_slope", "fit_r2")
 CURVES = ("log_d", "log_inv_d", "log_trace_ratio")
 NOT_COMPARED = {"wall_time"}
 # Natively: the most samples rounding moved an accuracy, measured between AVX-512, AVX2
@@ -79,7 +79,7 @@ def _sizes(record: dict) -> tuple:
 
 def _compare_rounded(record: dict, pinned: dict) -> None:
     """The comparison of records whose float32 training may have rounded differently."""
-    assert pinned["version"] == "0.6.0"
+    assert pinned["version"] == "0.7.0"
     for name in EXACT:
         assert record[name] == pinned[name], name
     for name, n in zip(("train_acc", "test_acc"), _sizes(pinned)):
@@ -95,6 +95,9 @@ def _compare_rounded(record: dict, pinned: dict) -> None:
     assert [t["epoch"] for t in record["trajectory"]] == [t["epoch"] for t in pinned["trajectory"]]
     for step, ref in zip(record["trajectory"], pinned["trajectory"]):
         assert all(_close(v, r, tol) for v, r in zip(step["log_d"], ref["log_d"]))
+        moved = round(abs(step["train_acc"] - ref["train_acc"]) * _sizes(pinned)[0])
+        assert moved <= SAMPLES, f"trajectory train_acc: {moved} samples"
+        assert _close(step["train_loss"], ref["train_loss"], tol)
 
 
 # --------------------------------------------------------------------------- in the mode

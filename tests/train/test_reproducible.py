@@ -47,7 +47,7 @@ out = {}
 for path in sys.argv[1:]:
     model, flat = torch.load(path, weights_only=False)
     config = RunConfig.from_flat(flat)
-    train_acc, test_acc, frame = evaluate(model, load_dataset(config.data, flatten=config.model.arch == "mlp"))
+    train_acc, test_acc, _, frame = evaluate(model, load_dataset(config.data, flatten=config.model.arch == "mlp"))
     out[path] = [train_acc, test_acc, frame.drop(columns="near_singular").values.tolist()]
 print(json.dumps(out))
 """

@@ -189,7 +189,7 @@ def plot_forecast(result: pd.DataFrame):
     panels = list(dict.fromkeys(result["panel"]))
     with figure_style():
         fig, axes = plt.subplots(1, len(panels), squeeze=False, sharey=True, layout="constrained",
-                                 figsize=(2.8 * len(panels), 2.8))
+                                 figsize=(2.8 * len(panels) + 1.6, 2.8))
         for ax, name in zip(axes[0], panels):
             part = result[result["panel"] == name]
             for statistic in dict.fromkeys(part["proxy"]):
@@ -202,5 +202,6 @@ def plot_forecast(result: pd.DataFrame):
             ax.set_title(name)
             ax.set_xlabel("training done (%)")
         axes[0, 0].set_ylabel("Spearman ρ with final test accuracy")
-        axes[0, -1].legend(fontsize=6, loc="lower right")
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        fig.legend(handles, labels, fontsize=7, loc="outside right center")
     return fig

@@ -326,10 +326,22 @@ def _from_json_text(value):
     return value
 
 
+def _plain(value):
+    """A parquet cell as the record had it: arrays as lists, structs as dicts, all the way down."""
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()] if value.dtype == object else value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
 def load_table(source) -> pd.DataFrame:
     """Load a results table from a results folder, a ``.parquet`` or a ``.csv`` file.
 
-    List columns come back as sequences (JSON strings of a CSV are decoded).
+    List columns come back as Python lists, and a trajectory as a list of dicts, from
+    every source (JSON strings of a CSV are decoded, parquet arrays made lists).
     """
     source = Path(source)
     if source.is_dir():
@@ -337,7 +349,11 @@ def load_table(source) -> pd.DataFrame:
     if not source.exists():
         raise FileNotFoundError(f"no results folder or table at {str(source)!r}")
     if source.suffix == ".parquet":
-        return pd.read_parquet(source)
+        table = pd.read_parquet(source)
+        for name in table.columns:
+            if pd.api.types.is_object_dtype(table[name]):
+                table[name] = table[name].map(_plain).astype(object)
+        return table
     if source.suffix == ".csv":
         table = pd.read_csv(source)
         for name in table.columns:

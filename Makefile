@@ -31,6 +31,7 @@ docs: install
 	$(BIN)/python -m sphinx -W --keep-going -n -q -b html docs docs/_build/html
 
 bench: install
+	$(BIN)/python benchmarks/bench_speed.py
 	$(BIN)/python benchmarks/bench_metrics.py
 	$(BIN)/python benchmarks/bench_sweep.py
 	$(BIN)/python benchmarks/bench_spring.py

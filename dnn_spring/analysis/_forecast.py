@@ -195,9 +195,10 @@ def plot_forecast(result: pd.DataFrame):
             for statistic in dict.fromkeys(part["proxy"]):
                 line = part[part["proxy"] == statistic].sort_values("fraction")
                 style = "--" if statistic in BASELINES else "-"
-                ax.plot(100 * line["fraction"], line["rho"], style, marker=".", lw=1.2,
-                        label=LABELS.get(statistic, statistic))
-                ax.fill_between(100 * line["fraction"], line["low"], line["high"], alpha=0.12)
+                (drawn,) = ax.plot(100 * line["fraction"], line["rho"], style, marker=".", lw=1.2,
+                                   label=LABELS.get(statistic, statistic))
+                ax.fill_between(100 * line["fraction"], line["low"], line["high"], alpha=0.12,
+                                color=drawn.get_color(), lw=0)
             ax.axhline(0, color="0.6", lw=0.6)
             ax.set_title(name)
             ax.set_xlabel("training done (%)")

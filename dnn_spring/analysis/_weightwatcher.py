@@ -12,6 +12,8 @@ beside the load curve on the same runs.  The numbers are kept in
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import warnings
 from pathlib import Path
@@ -28,9 +30,24 @@ class MissingWeightsError(ValueError):
     """The sweep kept no weights: WeightWatcher cannot be computed for it."""
 
 
+@contextlib.contextmanager
+def _quiet():
+    """WeightWatcher's log lines, warnings and prints (one per power-law fit) kept off the report."""
+    log = logging.getLogger("weightwatcher")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        log.setLevel(level)
+
+
 def _import():
     try:
-        import weightwatcher
+        with _quiet():
+            import weightwatcher
     except ImportError:
         raise ImportError('WeightWatcher is not installed: pip install "dnn-spring[weightwatcher]"') from None
     return weightwatcher
@@ -39,15 +56,9 @@ def _import():
 def weightwatcher_alphas(model) -> tuple:
     """``(alpha, alpha_weighted)`` of WeightWatcher's summary of ``model``."""
     ww = _import()
-    quiet = logging.getLogger("weightwatcher")
-    level, quiet.level = quiet.level, logging.ERROR
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            watcher = ww.WeightWatcher(model=model)
-            summary = watcher.get_summary(watcher.analyze())
-    finally:
-        quiet.setLevel(level)
+    with _quiet():
+        watcher = ww.WeightWatcher(model=model)
+        summary = watcher.get_summary(watcher.analyze())
     return float(summary["alpha"]), float(summary["alpha_weighted"])
 
 
@@ -83,11 +94,13 @@ def add_weightwatcher(table: pd.DataFrame, source) -> pd.DataFrame:
     cache = folder / _CACHE
     known = pd.read_csv(cache, index_col="key") if cache.is_file() else pd.DataFrame(
         columns=["ww_alpha", "ww_alpha_weighted"]).rename_axis("key")
+    from tqdm.auto import tqdm
+
     fresh = {}
-    for key in keys:
-        if key not in known.index:
-            model = from_saved(torch.load(folder / f"{key}.pt", weights_only=True), folder / f"{key}.pt")
-            fresh[key] = weightwatcher_alphas(model)
+    todo = [k for k in keys if k not in known.index]
+    for key in tqdm(todo, desc="WeightWatcher", unit="run", disable=None, leave=False):
+        path = folder / f"{key}.pt"
+        fresh[key] = weightwatcher_alphas(from_saved(torch.load(path, weights_only=True), path))
     if fresh:
         new = pd.DataFrame.from_dict(fresh, orient="index", columns=["ww_alpha", "ww_alpha_weighted"])
         known = pd.concat([known, new.rename_axis("key")])

@@ -29,4 +29,5 @@ mkdir -p "$figdir"
 $cmd report "${folders[@]}" --weightwatcher --save-tables "$figdir/${preset}" \
     --csv "$figdir/report_${preset}.csv" --out "$figdir/report_${preset}.png" \
     --forecast-csv "$figdir/forecast_${preset}.csv" --forecast-out "$figdir/forecast_${preset}.png" \
-    | tee "$figdir/report_${preset}.txt"
+    > "$figdir/report_${preset}.txt"
+cat "$figdir/report_${preset}.txt"

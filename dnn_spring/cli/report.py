@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ._output import check_suffix, figure_suffixes, output_path, write_figure, write_output
@@ -74,7 +75,7 @@ def _save_tables(tables: dict, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
         save_table(table, folder / f"{name}.parquet")
-        print(f"wrote {folder / f'{name}.parquet'} ({len(table)} runs)")
+        print(f"wrote {folder / f'{name}.parquet'} ({len(table)} runs)", file=sys.stderr)
 
 
 def _has_trajectories(tables: dict) -> bool:

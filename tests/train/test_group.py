@@ -91,7 +91,7 @@ OTHERS = [BASE.replace(seed=s, slope=a, noise=0.1 * (s % 3), dropout=0.05 * (s %
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 8])
-@pytest.mark.parametrize("batch_size", [128, 0])
+@pytest.mark.parametrize("batch_size", [128, 10, 0])
 def test_a_member_does_not_depend_on_its_group(size, threads, batch_size):
     target = TARGET.replace(batch_size=batch_size)
     others = [c.replace(batch_size=batch_size) for c in OTHERS]

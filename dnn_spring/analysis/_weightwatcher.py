@@ -45,11 +45,16 @@ def _quiet():
 
 
 def _import():
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     try:
         with _quiet():
             import weightwatcher
     except ImportError:
         raise ImportError('WeightWatcher is not installed: pip install "dnn-spring[weightwatcher]"') from None
+    finally:  # its import configures the root logger, which would print every warning twice
+        root.handlers[:] = handlers
+        root.setLevel(level)
     return weightwatcher
 
 

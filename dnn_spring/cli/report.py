@@ -17,10 +17,13 @@ __all__ = ["add_parser"]
 def add_parser(subparsers) -> None:
     """Register ``report``."""
     p = subparsers.add_parser(
-        "report", help="rank correlation of test accuracy with the load-curve statistics",
-        description="Spearman correlation, with a 95%% bootstrap interval over runs, between "
-        "test accuracy and |c|, v, the fit's R² and the final log D (last hidden point), per "
-        "sweep (each source is one panel) and pooled over all of them.")
+        "report", help="the load curve as a proxy for test accuracy, against its baselines, "
+        "and an early forecast",
+        description="Spearman ρ, with a 95%% bootstrap interval over runs, of test accuracy "
+        "and of the generalization gap with |c|, v, the fit's R² and the final log D (last "
+        "hidden point), beside training accuracy and loss on the clean labels, and the partial "
+        "ρ given training accuracy; per sweep (each source is one panel) and pooled. With "
+        "trajectories, the same at fractions of training against the final test accuracy.")
     p.add_argument("source", nargs="+", help="results folder(s) or collect table(s)")
     p.add_argument("--out", metavar="PNG", type=output_path, help="write the scatter plots here")
     p.add_argument("--boot", type=int, default=1000, help="bootstrap resamples (default 1000)")

@@ -40,7 +40,7 @@ from dnn_spring.metrics._hessian import hessian_top_eigenvalue, hessian_trace
 from dnn_spring.metrics._shape import load_shape
 
 __all__ = ["new_record", "finish_record", "finish_or_fail", "fail_record", "check_record",
-           "accuracy", "curve_log_d", "trajectory_point", "trajectory_tracker", "finite_or_none", "short_repr", "STATUSES", "FINISHED_STATUSES",
+           "accuracy", "trajectory_point", "trajectory_tracker", "finite_or_none", "short_repr", "STATUSES", "FINISHED_STATUSES",
            "CURVE_FIELDS", "sense_problems"]
 
 #: Every status a record can have.
@@ -100,11 +100,6 @@ def trajectory_tracker(model, data) -> LoadCurveTracker:
     """The tracker of a run's trajectory: the whole clean training set, no warnings, this process alone."""
     return LoadCurveTracker(model, data.x_train, data.y_train, sample_size=None,
                             n_classes=data.n_classes, warn=False, distributed=False)
-
-
-def curve_log_d(model, data, tracker: "LoadCurveTracker | None" = None) -> list:
-    """log D per load-curve point on the clean training set (eval mode), via ``tracker``."""
-    return trajectory_point(model, data, tracker)["log_d"]
 
 
 def trajectory_point(model, data, tracker: "LoadCurveTracker | None" = None) -> dict:

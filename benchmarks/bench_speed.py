@@ -25,15 +25,14 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
 import torch
 
+from _device import device_from  # benchmarks/_device.py
+
 from dnn_spring import RunConfig, load_dataset, train_group, train_run
-from dnn_spring.train._cuda_graphs import ENV_FLAG
-from dnn_spring.train._rules import resolve_device
 
 
 def _config(batch_size: int, epochs: int, n_train: int) -> RunConfig:
@@ -117,12 +116,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if not 1 <= args.less < args.epochs:
         parser.error("`--less` must be >= 1 and below `--epochs`")
-    try:
-        device = resolve_device(args.device)
-    except ValueError as exc:
-        parser.error(str(exc))
-    if args.cuda_graphs:
-        os.environ[ENV_FLAG] = "1"
+    device = device_from(parser, args)
     torch.set_num_threads(args.threads)
     data = load_dataset(_config(10, 1, args.n_train).data, device=device, flatten=True)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), "

@@ -27,17 +27,16 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import torch
 
+from _device import device_from  # benchmarks/_device.py
+
 from dnn_spring.train._group import GroupLoop, train_group
-from dnn_spring.train._cuda_graphs import ENV_FLAG
 from dnn_spring.train._grouping import max_group_size
 from dnn_spring import RunConfig
 from dnn_spring import load_dataset
-from dnn_spring.train._rules import resolve_device
 from dnn_spring import train_run
 
 SLOPES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -174,12 +173,7 @@ def main(argv=None) -> None:
     parser.add_argument("--only", choices=("full", "small"), default=None,
                         help="run only the full-batch or only the batch-10 grid")
     args = parser.parse_args(argv)
-    try:
-        device = resolve_device(args.device)
-    except ValueError as exc:
-        parser.error(str(exc))
-    if args.cuda_graphs:
-        os.environ[ENV_FLAG] = "1"
+    device = device_from(parser, args)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     data = load_dataset(_grid(0, 1, 0.0)[0].data, device=device, flatten=True)
     if args.only in (None, "full"):

@@ -32,11 +32,12 @@ import time
 
 import torch
 
+from _device import device_from  # benchmarks/_device.py
+
 from dnn_spring.train._group import GroupLoop, train_group
 from dnn_spring import load_dataset
 from dnn_spring import expand_grid
 from dnn_spring.sweep._runner import plan_tasks
-from dnn_spring.train._rules import resolve_device
 from dnn_spring.train._record import finish_record, new_record
 
 PANELS = ("ns_nl", "lr_nl", "dp_nl", "bm_nl")
@@ -107,10 +108,7 @@ def main(argv=None) -> None:
     parser.add_argument("--cuda-graphs", action="store_true",
                         help="time the CUDA-graph step (dnn_spring.train._cuda_graphs; CUDA only)")
     args = parser.parse_args(argv)
-    try:
-        device = resolve_device(args.device)
-    except ValueError as exc:
-        parser.error(str(exc))
+    device = device_from(parser, args, graphs_for_every_trainer=False)  # passed on per chunk
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads")
     data = None

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ._output import check_suffix, figure_suffixes, output_path, write_figure, write_output
@@ -72,13 +71,20 @@ def _check_outputs(args) -> None:
         raise ValueError(f"`--top` must be >= 1, got {args.top}")
 
 
-def _save_tables(tables: dict, folder: Path) -> None:
-    from dnn_spring.sweep._store import save_table
+def _save_tables(tables: dict, folder: Path) -> bool:
+    """Each table as ``folder/<name>.parquet``; a failed write keeps the bytes and says where."""
+    from dnn_spring.sweep._store import table_bytes
 
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass  # each write below then fails, keeps its table elsewhere and says so
+    written = True
     for name, table in tables.items():
-        save_table(table, folder / f"{name}.parquet")
-        print(f"wrote {folder / f'{name}.parquet'} ({len(table)} runs)", file=sys.stderr)
+        path = folder / f"{name}.parquet"
+        written &= write_output(path, table_bytes(table, path), command="report", what="table",
+                                said=f"wrote {{path}} ({len(table)} runs)")
+    return written
 
 
 def _has_trajectories(tables: dict) -> bool:
@@ -109,8 +115,7 @@ def run(args) -> int:
                 raise ValueError(f"--weightwatcher needs the results folder of a sweep run with "
                                  f"--save-weights, not the table {source}")
             tables[name] = add_weightwatcher(tables[name], source)
-    if args.save_tables:
-        _save_tables(tables, Path(args.save_tables))
+    saved = _save_tables(tables, Path(args.save_tables)) if args.save_tables else True
     result = proxy_correlations(tables, n_boot=args.boot, seed=args.seed)
     clean, total = sum(result.attrs["clean_loss"].values()), sum(result.attrs["ok_runs"].values())
     print(f"train loss: on the clean training labels for {clean} of {total} ok runs "
@@ -126,7 +131,7 @@ def run(args) -> int:
                                    n_boot=args.boot, seed=args.seed)
         print()
         print(forecast_text(forecast_result, k=args.top))
-    written = True  # each output on its own: one that fails does not stop the other
+    written = saved  # each output on its own: one that fails does not stop the other
     if args.csv:
         written &= write_output(args.csv, result.to_csv(index=False).encode(), command="report",
                                 what="table")

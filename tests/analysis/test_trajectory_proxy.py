@@ -169,3 +169,12 @@ def test_the_report_draws_the_forecast_and_writes_its_table(tmp_path):
     table = pd.read_csv(tmp_path / "f.csv")
     assert sorted(set(table["fraction"])) == [0.1, 0.5] and "regret" in table
     assert json.loads(json.dumps(list(table.columns)))[:3] == ["panel", "fraction", "proxy"]
+    # a table that cannot be saved is kept elsewhere and said; the report still prints; rc 1
+    done = subprocess.run([str(CLI), "report", "p.parquet", "--boot", "50", "--save-tables", "f.csv/t"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 1 and "could not write table" in done.stderr, done.stderr
+    assert "Spearman ρ" in done.stdout
+    done = subprocess.run([str(CLI), "report", "p.parquet", "--boot", "50", "--save-tables", "t"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0 and "wrote t/p.parquet (24 runs)" in done.stderr, done.stderr
+    assert len(load_table(tmp_path / "t" / "p.parquet")) == 24

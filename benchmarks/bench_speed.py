@@ -99,8 +99,8 @@ def bench(batch_size: int, args, data, device) -> list:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--groups", type=int, nargs="+", default=[1, 8, 30, 60],
-                        help="group sizes (default 1 8 30 60)")
+    parser.add_argument("--groups", type=int, nargs="*", default=[1, 8, 30, 60],
+                        help="group sizes (default 1 8 30 60; none: no groups)")
     parser.add_argument("--n-train", type=int, default=1280, help="training images (default 1280)")
     parser.add_argument("--epochs", type=int, default=6, help="epochs of the long runs (default 6)")
     parser.add_argument("--less", type=int, default=4,

@@ -29,6 +29,7 @@ fallback file; see :mod:`dnn_spring.sweep._store`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import multiprocessing
@@ -230,7 +231,8 @@ def run_task(configs, out_dir, *, device="cpu", batch=True, train_fn=None,
         Train a chunk of several configs as one batched model with ``group_fn``.
     train_fn, group_fn : callable, optional
         The trainers this chunk uses; default
-        ``train_run(config, *, device, progress)`` and
+        ``train_run(config, *, device, progress, grouped=True)`` (a group of one,
+        so a record does not depend on how the sweep was grouped) and
         ``train_group(configs, *, device, progress, checkpoint, checkpoint_every)``.
         Tests and other trainers pass their own through
         ``functools.partial(run_task, ...)``.  With ``save_weights`` they are
@@ -258,7 +260,9 @@ def run_task(configs, out_dir, *, device="cpu", batch=True, train_fn=None,
         the chunk stops there.
     """
     configs = list(configs)
-    train_fn, group_fn = train_fn or train_run, group_fn or train_group
+    # a single run as a group of one: a sweep's records do not depend on how it was grouped
+    train_fn = train_fn or functools.partial(train_run, grouped=True)
+    group_fn = group_fn or train_group
     if multiprocessing.parent_process() is not None and str(out_dir) in _UNWRITABLE:
         raise RecordWriteError([])  # a worker that could not write: start nothing more
     if not batch or len(configs) == 1:

@@ -22,10 +22,12 @@ its parameters are copied out and it is dropped from the stacked tensors, so
 the others go on untouched (and faster).  A NaN in one member cannot reach
 another.
 
-The single MLP run of :func:`dnn_spring.train._run.train_run` is a group of one,
-and a member's numbers do not depend on its group: the same config gives the
-same record bit for bit alone or in any group, at any position (on a given
-machine and thread count; see :mod:`dnn_spring.train._member_ops`).
+A member's numbers do not depend on its group: the same config gives the
+same record bit for bit in a group of one or in any group, at any position
+(on a given machine and thread count; see :mod:`dnn_spring.train._member_ops`).
+A lone MLP of :func:`dnn_spring.train._run.train_run` runs this loop over the
+plain kernels of :class:`~dnn_spring.train._lone_mlp.LoneMLP` instead, unless
+asked for a group of one (``grouped=True``, as sweeps do).
 Batched products rather than ``torch.func.vmap``: they were the faster of the
 two (benchmarks/README.md).
 
@@ -55,16 +57,19 @@ from dnn_spring.train._record import (fail_record, finish_or_fail, finite_or_non
                                       trajectory_point, trajectory_tracker)
 from dnn_spring.train._group_mlp import GroupMLP
 from dnn_spring.train._group_cnn import GroupCNN
+from dnn_spring.train._lone_mlp import LoneMLP
 
 __all__ = ["train_group", "GroupLoop", "group_model"]
 
 
-def group_model(configs: list, data, device: torch.device):
+def group_model(configs: list, data, device: torch.device, *, lone: bool = False):
     """The stacked network of a group: a GroupCNN for CNN configs (images (n, C, H, W)),
-    else a GroupMLP (flat inputs (n, features))."""
+    else a GroupMLP (flat inputs (n, features)); with ``lone``, one MLP config gets a
+    :class:`~dnn_spring.train._lone_mlp.LoneMLP` (the plain kernels)."""
     if configs[0].model.arch == "cnn":
         return GroupCNN(configs, data.input_shape, data.n_classes, device)
-    return GroupMLP(configs, data.x_train.shape[1], data.n_classes, device)
+    kind = LoneMLP if lone and len(configs) == 1 else GroupMLP
+    return kind(configs, data.x_train.shape[1], data.n_classes, device)
 
 
 class GroupLoop:
@@ -72,8 +77,8 @@ class GroupLoop:
 
     Attributes
     ----------
-    model : GroupMLP or GroupCNN
-        The active members.
+    model : GroupMLP, LoneMLP or GroupCNN
+        The active members (``lone``: one MLP config gets a LoneMLP).
     epoch : int
         Epochs done.
     previous, above : list
@@ -85,10 +90,13 @@ class GroupLoop:
         when diverged) and ``trajectory``, filled as members stop.
     """
 
-    def __init__(self, configs: list, data, device: torch.device, *, cuda_graphs=None):
+    def __init__(self, configs: list, data, device: torch.device, *, cuda_graphs=None,
+                 lone: bool = False):
         self.data, self.device = data, device
-        self.model = group_model(configs, data, device)
-        self.graphs = StepGraphs(self.model) if cuda_graphs_enabled(cuda_graphs, device) else None
+        graphs = cuda_graphs_enabled(cuda_graphs, device)
+        # a step captured in CUDA graphs is the group's: a lone MLP is then a group of one
+        self.model = group_model(configs, data, device, lone=lone and not graphs)
+        self.graphs = StepGraphs(self.model) if graphs else None
         self.train = configs[0].train
         self.epoch, self.previous, self.above = 0, [None] * len(configs), [0] * len(configs)
         self.outcome = [{} for _ in configs]
@@ -102,7 +110,8 @@ class GroupLoop:
             self.graphs.clear(self.model)
 
     def epoch_data(self) -> tuple:
-        """Each member's reordered, noisy training set: inputs (N, n_in, n), labels (N, n)."""
+        """Each member's reordered, noisy training set: inputs (N, n_in, n) (a model with
+        ``SAMPLES_FIRST``: (N, n, n_in)), labels (N, n)."""
         X, Y, model = self.data.x_train, self.data.y_train, self.model
         batch_size = self.train.batch_size
         full = batch_size == 0 or batch_size >= len(X)
@@ -113,7 +122,8 @@ class GroupLoop:
         x, y = rng.epoch_samples(X, Y, model.keys, self.epoch, shuffle=not full,
                                      noise=model.noise, x_std=self.x_std, n_classes=model.n_out,
                                      levels=self._levels)
-        out = x.transpose(1, 2).contiguous(), y.contiguous()
+        samples_first = getattr(model, "SAMPLES_FIRST", False)
+        out = (x if samples_first else x.transpose(1, 2)).contiguous(), y.contiguous()
         if full and not any(model.noise):
             self._inputs = out
         return out
@@ -121,14 +131,16 @@ class GroupLoop:
     def run_epoch(self) -> torch.Tensor:
         """One epoch of every active member; their mean training losses (N,), on the device."""
         xe, ye = self.epoch_data()
-        n, batch_size = xe.shape[2], self.train.batch_size
+        n, batch_size = ye.shape[1], self.train.batch_size
+        samples_first = getattr(self.model, "SAMPLES_FIRST", False)
         step = n if batch_size == 0 or batch_size >= n else batch_size
         total = torch.zeros(self.model.weights.flat.shape[0], device=self.device)
         seen = 0
         for s in range(0, n, step):
             if self.model.bn and n - s == 1 and isinstance(self.model, GroupMLP):
                 break  # BatchNorm1d cannot train on a last batch of one sample; skip it
-            xb, yb = xe[:, :, s:s + step].contiguous(), ye[:, s:s + step]
+            xb = xe[:, s:s + step] if samples_first else xe[:, :, s:s + step].contiguous()
+            yb = ye[:, s:s + step]
             losses = (self.graphs or self.model).step(xb, yb)
             total += losses * yb.shape[1]
             seen += yb.shape[1]
@@ -262,13 +274,19 @@ def train_group(configs: list, *, device="cpu", progress: bool = False, checkpoi
         The configs cannot form one group (see
         :func:`~dnn_spring.train._grouping.check_group`), or ``device`` is invalid.
     """
-    configs = check_group(configs)
+    return _train(check_group(configs), device, progress, checkpoint, checkpoint_every,
+                  return_models, cuda_graphs)
+
+
+def _train(configs, device, progress, checkpoint, checkpoint_every, return_models, cuda_graphs,
+           lone=False):
+    """:func:`train_group` of checked configs; ``lone``: a lone MLP gets the plain kernels."""
     dev = resolve_device(device)
     start = time.perf_counter()
     records = [new_record(c, dev) for c in configs]
     try:
         data = load_dataset(configs[0].data, device=dev, flatten=configs[0].model.arch == "mlp")
-        fit = GroupLoop(configs, data, dev, cuda_graphs=cuda_graphs)
+        fit = GroupLoop(configs, data, dev, cuda_graphs=cuda_graphs, lone=lone)
         fit.fit(progress, checkpoint, checkpoint_every)
     except Exception as exc:  # noqa: BLE001 - a run never kills its caller
         share = (time.perf_counter() - start) / len(configs)

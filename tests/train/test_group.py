@@ -74,7 +74,7 @@ def _outcome(record):
 def test_group_records_equal_single_run_records():
     group = train_group(MEMBERS)
     for rec, cfg in zip(group, MEMBERS):
-        single = train_run(cfg)
+        single = train_run(cfg, grouped=True)
         assert rec["key"] == single["key"] and rec["status"] == single["status"] == "ok"
         assert _outcome(rec) == _outcome(single)  # bit for bit
 
@@ -145,7 +145,7 @@ def test_diverging_member_is_frozen_and_others_untouched():
     assert [r["status"] for r in recs] == ["ok", "diverged", "ok"]
     assert recs[1]["epochs_run"] < 6 and recs[1]["log_d"] == []
     for rec, cfg in ((recs[0], configs[0]), (recs[2], configs[2])):
-        single = train_run(cfg)
+        single = train_run(cfg, grouped=True)
         assert rec["epochs_run"] == single["epochs_run"] == 6
         assert _outcome(rec) == _outcome(single)
 
@@ -156,7 +156,7 @@ def test_early_stopped_member_keeps_its_state():
     assert recs[0]["stop_reason"] == "loss" and recs[0]["epochs_run"] < 4
     assert recs[1]["stop_reason"] == "epochs" and recs[1]["epochs_run"] == 4
     for rec, cfg in zip(recs, (fast, slow)):
-        assert _outcome(rec) == _outcome(train_run(cfg))  # bit for bit
+        assert _outcome(rec) == _outcome(train_run(cfg, grouped=True))  # bit for bit
 
 
 def test_group_key():

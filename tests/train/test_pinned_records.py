@@ -1,4 +1,4 @@
-"""Records pinned in the reproducible mode by version 0.7.0: same configs, same numbers.
+"""Records pinned in the reproducible mode by version 0.8.0: same configs, same numbers.
 
 ``tests/data/pinned_records.json`` holds whole records that
 ``tests/data/pin_records.py`` wrote in the reproducible mode
@@ -79,7 +79,7 @@ def _sizes(record: dict) -> tuple:
 
 def _compare_rounded(record: dict, pinned: dict) -> None:
     """The comparison of records whose float32 training may have rounded differently."""
-    assert pinned["version"] == "0.7.0"
+    assert pinned["version"] == "0.8.0"
     for name in EXACT:
         assert record[name] == pinned[name], name
     for name, n in zip(("train_acc", "test_acc"), _sizes(pinned)):

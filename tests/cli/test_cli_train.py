@@ -27,6 +27,24 @@ def test_train_prints_table_and_writes_record(tmp_path, capsys):
     assert record["status"] == "ok" and len(record["log_d"]) == 5
 
 
+def test_grouped_gives_the_sweep_record_and_the_default_is_the_lone_path(tmp_path, capsys):
+    from dnn_spring.train import RunConfig, train_group
+
+    config = RunConfig().replace(depth=4, width=16, epochs=2, slope=0.3, seed=5)
+    records = {}
+    for flag in ([], ["--grouped"]):
+        out = tmp_path / f"run{len(flag)}.json"
+        assert main(["train", *SMALL, "--slope", "0.3", "--seed", "5", *flag, "--out", str(out)]) == 0
+        records[bool(flag)] = json.loads(out.read_text())
+    capsys.readouterr()
+    member = json.loads(json.dumps(train_group([config, config.replace(seed=6)])[0]))
+    same = lambda a, b: {k: v for k, v in a.items() if k != "wall_time"} == \
+        {k: v for k, v in b.items() if k != "wall_time"}  # noqa: E731
+    assert same(records[True], member)  # bit for bit: a sweep's record of this config
+    assert not same(records[False], member)  # the lone path rounds its own way
+    assert records[False]["status"] == "ok" and records[False]["key"] == member["key"]
+
+
 def test_every_config_field_has_a_flag(capsys):
     from dnn_spring.train._config import flat_field_names
 

@@ -225,6 +225,24 @@ def test_plan_chunks_respects_group_key_and_size():
     assert all(len(c) <= max_group_size(c[0]) for c in real) and len(real) >= 2
 
 
+@pytest.mark.usefixtures("one_thread")
+def test_a_run_trained_alone_in_a_sweep_gives_its_group_record(tmp_path):
+    """One by one (and a chunk of one) a sweep trains a group of one, never the lone fast
+    path: its records are bit for bit those of the same configs in a batched group."""
+    from dnn_spring.train._group import train_group
+
+    configs = [RunConfig().replace(depth=3, width=8, epochs=2, batch_size=32, seed=s, slope=0.2)
+               for s in (1, 2)]
+    run_task(configs, tmp_path / "alone", batch=False)
+    run_task(configs[:1], tmp_path / "chunk", batch=True)
+    grouped = train_group(configs)
+    drop = lambda r: {k: v for k, v in r.items() if k != "wall_time"}  # noqa: E731
+    for folder, n in (("alone", 2), ("chunk", 1)):
+        for config, member in zip(configs[:n], grouped):
+            record = read_record(tmp_path / folder / f"{config.key()}.json")
+            assert drop(record) == drop(json.loads(json.dumps(member))), folder
+
+
 def test_failed_group_is_retried_one_by_one(tmp_path, monkeypatch):
     configs = tiny_grid()[:4]
     statuses = run_task(configs, tmp_path, batch=True, group_fn=failing_group,

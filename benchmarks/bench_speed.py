@@ -6,8 +6,10 @@ it times, in this one process and at this thread count:
 
 * **plain loop**: an ``nn.Sequential`` of the same layers, ``torch.optim.Adam(fused=True)``,
   a ``randperm`` shuffle per epoch, nothing else (what a researcher writes in ten lines);
-* **train_run**: one run of the package (records, stopping rule, evaluation);
-* **group of N** (``train_group``, N in ``--groups``): N runs of N seeds at once, per run.
+* **train_run**: one run of the package (records, stopping rule, evaluation), by the
+  plain kernels of a lone MLP (``dnn_spring.train._lone_mlp``);
+* **group of N** (``train_group``, N in ``--groups``): N runs of N seeds at once, per run;
+  a group of 1 is ``train_run(config, grouped=True)``, a sweep's lone run.
 
 Each is timed at ``--epochs`` and at ``--epochs`` minus ``--less`` epochs (no early stop)
 (both times ``--full-scale`` at full batch, whose epoch is one step) and the

@@ -32,6 +32,7 @@ docs: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_speed.py
+	$(BIN)/python benchmarks/bench_step.py
 	$(BIN)/python benchmarks/bench_metrics.py
 	$(BIN)/python benchmarks/bench_sweep.py
 	$(BIN)/python benchmarks/bench_spring.py

@@ -21,7 +21,7 @@ def test_bench_speed_prints_the_plain_loop_train_run_and_each_group():
     out = _run("bench_speed.py", "--n-train", "64", "--epochs", "2", "--less", "1",
                "--full-scale", "1", "--repeat", "1", "--groups", "1", "3")
     for row in ("plain loop", "train_run", "group of 1", "group of 3"):
-        assert out.count(row) == 2, row  # batch 10 and full batch
+        assert out.count(f"\n  {row} ") == 2, row  # a row at batch 10 and at full batch
     assert "batch size 10" in out and "batch size full" in out
 
 
